@@ -1,0 +1,54 @@
+# localguard: the two commands that work on a fresh machine are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+SCENARIOS := $(notdir $(wildcard molecule/*))
+
+.PHONY: bootstrap image lab lab-down demo harden test lint unit molecule lab-test bench clean
+
+bootstrap:  ## apt packages, machine settings, pinned venv
+	bash scripts/bootstrap.sh
+
+image: bootstrap  ## lab host image (cached by a hash of its inputs)
+	scripts/lab-image.sh
+
+lab: image  ## (re)create the 5-host lab fleet and its inventory
+	$(BIN)/python scripts/lab.py up
+
+lab-down:
+	$(BIN)/python scripts/lab.py down
+
+harden:  ## run harden.yml against the running lab
+	$(BIN)/ansible-playbook harden.yml
+
+demo: lab harden  ## build the lab and harden it: the main job on the default config
+
+lint: bootstrap
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint --profile production
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+unit: bootstrap
+	$(BIN)/pytest tests/unit
+
+molecule: image
+	scripts/molecule-net.sh
+	set -e; for s in $(SCENARIOS); do $(BIN)/molecule test -s $$s; done
+
+# The lab fleet over real SSH: harden it, then check it from this machine.
+lab-test: lab harden
+	$(BIN)/pytest -p no:cacheprovider tests/infra tests/lab \
+	  --ansible-inventory=inventories/lab/hosts.yml --connection=ansible \
+	  --hosts='gpu_hosts,log_collectors,ca'
+
+test: lint unit molecule lab-test  ## everything CI runs
+
+bench: lab  ## harden.yml wall time, 1 host vs 5, first run vs rerun
+	$(BIN)/python bench/harden_walltime.py
+
+clean: lab-down
+	rm -rf .cache

@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""Build or remove the lab fleet: five systemd Debian hosts in podman, reached over real SSH.
+
+`lab.py up` (re)creates the fleet from the cached image, so every run starts from the same
+unhardened state: an operator account with a key and a password, an engine listening on
+0.0.0.0 on each GPU host, and an inventory at inventories/lab/hosts.yml that reaches the hosts
+over SSH on an internal network (no route out of the lab). `lab.py down` removes all of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+LAB_DIR = ROOT / ".lab"
+SSH_DIR = LAB_DIR / "ssh"
+INVENTORY = ROOT / "inventories" / "lab" / "hosts.yml"
+ADMIN_USER = "lgadmin"
+PREFIX = "lg-"
+
+
+def lab_env() -> dict[str, str]:
+    values = {}
+    for line in (ROOT / "lab" / "lab.env").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key] = value
+    return values
+
+
+ENV = lab_env()
+NETWORK = ENV["LAB_NETWORK"]
+SUBNET = ENV["LAB_SUBNET"]
+NET_PREFIX = SUBNET.rsplit(".", 1)[0]
+# The machine holds .1 on the lab bridge: it plays the operator's admin workstation.
+CONTROLLER_ADDRESS = f"{NET_PREFIX}.1"
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str
+    group: str
+    octet: int
+    # (unit file in lab/units, what it runs) for the unhardened engine an install would leave.
+    engine: str | None = None
+
+    @property
+    def container(self) -> str:
+        return PREFIX + self.name
+
+    @property
+    def address(self) -> str:
+        return f"{NET_PREFIX}.{self.octet}"
+
+
+FLEET = (
+    LabHost("gpu1", "gpu_hosts", 11, engine="llama_cpp"),
+    LabHost("gpu2", "gpu_hosts", 12, engine="ollama"),
+    LabHost("gpu3", "gpu_hosts", 13, engine="vllm"),
+    LabHost("logs", "log_collectors", 21),
+    LabHost("ca", "ca", 31),
+)
+ENGINE_UNITS = {"llama_cpp": "llama-server.service", "ollama": "ollama.service", "vllm": "vllm.service"}
+
+
+def log(message: str) -> None:
+    print(f"lab: {message}", file=sys.stderr, flush=True)
+
+
+def run(*cmd: str, check: bool = True, capture: bool = False, stdin: str | None = None) -> str:
+    result = subprocess.run(
+        cmd, check=False, text=True, input=stdin, capture_output=capture or stdin is not None
+    )
+    if check and result.returncode != 0:
+        detail = (result.stderr or "").strip() if capture or stdin is not None else ""
+        raise SystemExit(f"lab: command failed ({result.returncode}): {shlex.join(cmd)}\n{detail}")
+    return result.stdout if result.stdout else ""
+
+
+def podman_exec(host: LabHost, script: str) -> str:
+    return run("podman", "exec", "-i", host.container, "bash", "-euo", "pipefail", "-s", stdin=script)
+
+
+def remove_stale(fleet: tuple[LabHost, ...] = FLEET) -> None:
+    """Remove only this lab's containers and network: others' lab runs are left alone."""
+    names = [h.container for h in fleet]
+    run("podman", "rm", "-f", "--time", "2", *names, check=False, capture=True)
+    run("podman", "network", "rm", "-f", NETWORK, check=False, capture=True)
+
+
+def create_network() -> None:
+    # --internal: hosts reach each other and the machine, never the outside world.
+    run("podman", "network", "create", "--internal", "--subnet", SUBNET, NETWORK, capture=True)
+
+
+def start_host(image: str, host: LabHost) -> None:
+    run(
+        "podman", "run", "-d", "--name", host.container, "--hostname", host.name,
+        "--systemd", "always", "--cap-add", "NET_ADMIN,NET_RAW",
+        # baseline sets namespaced net.* sysctls; kernel.* stay read-only in a container.
+        "--security-opt", "unmask=/proc/sys",
+        "--network", NETWORK, "--ip", host.address,
+        image, "/sbin/init",
+        capture=True,
+    )  # fmt: skip
+
+
+def wait_booted(host: LabHost, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = run(
+            "podman", "exec", host.container, "systemctl", "is-system-running", check=False, capture=True
+        ).strip()
+        if state in {"running", "degraded"}:
+            listening = run("podman", "exec", host.container, "ss", "-Htln", "sport = :22", capture=True)
+            if listening.strip():
+                return
+        time.sleep(0.5)
+    raise SystemExit(f"lab: {host.name} did not finish booting within {timeout:.0f}s")
+
+
+def ensure_ssh_key() -> Path:
+    SSH_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = SSH_DIR / "id_ed25519"
+    if not key.exists():
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "localguard-lab", "-f", str(key))
+    return key
+
+
+def provision_admin(host: LabHost, pubkey: str, password: str) -> None:
+    """The operator account: sudo, an SSH key, and a password that hardening must make useless."""
+    podman_exec(
+        host,
+        f"""
+id {ADMIN_USER} >/dev/null 2>&1 || useradd -m -s /bin/bash -G sudo {ADMIN_USER}
+echo '{ADMIN_USER}:{password}' | chpasswd
+echo '{ADMIN_USER} ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/90-lab-admin
+chmod 0440 /etc/sudoers.d/90-lab-admin
+install -d -m 0700 -o {ADMIN_USER} -g {ADMIN_USER} /home/{ADMIN_USER}/.ssh
+echo {shlex.quote(pubkey)} > /home/{ADMIN_USER}/.ssh/authorized_keys
+chown {ADMIN_USER}:{ADMIN_USER} /home/{ADMIN_USER}/.ssh/authorized_keys
+chmod 0600 /home/{ADMIN_USER}/.ssh/authorized_keys
+""",
+    )
+
+
+def install_engine(host: LabHost) -> None:
+    """An engine as an unhardened install leaves it: root, 0.0.0.0, no sandbox."""
+    if host.engine is None:
+        return
+    unit = ENGINE_UNITS[host.engine]
+    run("podman", "exec", host.container, "mkdir", "-p", "/opt/lab-standin")
+    run("podman", "cp", str(ROOT / "tests" / "standins" / "engine_standin.py"),
+        f"{host.container}:/opt/lab-standin/engine_standin.py")  # fmt: skip
+    run("podman", "cp", str(ROOT / "lab" / "units" / unit), f"{host.container}:/etc/systemd/system/{unit}")
+    podman_exec(host, f"systemctl daemon-reload\nsystemctl enable --now {unit}\n")
+
+
+def host_key_line(host: LabHost) -> str:
+    key = run("podman", "exec", host.container, "cat", "/etc/ssh/ssh_host_ed25519_key.pub", capture=True)
+    key_type, key_data = key.split()[:2]
+    return f"{host.address} {key_type} {key_data}"
+
+
+def write_inventory(key: Path) -> None:
+    known_hosts = SSH_DIR / "known_hosts"
+    groups: dict[str, dict] = {}
+    for host in FLEET:
+        entry = {"ansible_host": host.address, "lab_container": host.container}
+        if host.engine:
+            entry["lab_engine"] = host.engine
+        groups.setdefault(host.group, {"hosts": {}})["hosts"][host.name] = entry
+    # The machine is the operator's workstation: listed for its address, never managed.
+    groups["admins"] = {
+        "hosts": {"controller": {"ansible_host": CONTROLLER_ADDRESS, "ansible_connection": "local"}}
+    }
+    inventory = {
+        "all": {
+            "vars": {
+                "ansible_user": ADMIN_USER,
+                "ansible_ssh_private_key_file": str(key),
+                # Host keys were read from each host out of band: no trust on first use.
+                "ansible_ssh_common_args": (
+                    f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
+                ),
+            },
+            "children": groups,
+        }
+    }
+    header = "# Generated by scripts/lab.py for the running lab: do not edit, rerun `make lab`.\n"
+    INVENTORY.write_text(header + yaml.safe_dump(inventory, sort_keys=False))
+
+
+def wait_engines(timeout: float = 120) -> None:
+    ports = {"llama_cpp": 8080, "ollama": 11434, "vllm": 8000}
+    for host in FLEET:
+        if host.engine is None:
+            continue
+        deadline = time.monotonic() + timeout
+        check = ["podman", "exec", host.container, "ss", "-Htln", f"sport = :{ports[host.engine]}"]
+        while not run(*check, capture=True).strip():
+            if time.monotonic() > deadline:
+                raise SystemExit(f"lab: {host.engine} on {host.name} is not listening after {timeout:.0f}s")
+            time.sleep(1)
+
+
+def up() -> None:
+    image = run(str(ROOT / "scripts" / "lab-image.sh"), capture=True).strip()
+    remove_stale()
+    create_network()
+    for host in FLEET:
+        start_host(image, host)
+    key = ensure_ssh_key()
+    pubkey = (key.with_suffix(".pub")).read_text().strip()
+    password = secrets.token_urlsafe(18)
+    password_file = LAB_DIR / f"{ADMIN_USER}.password"
+    password_file.write_text(password + "\n")
+    password_file.chmod(0o600)
+    known = []
+    for host in FLEET:
+        wait_booted(host)
+        provision_admin(host, pubkey, password)
+        install_engine(host)
+        known.append(host_key_line(host))
+    (SSH_DIR / "known_hosts").write_text("\n".join(known) + "\n")
+    write_inventory(key)
+    # Facts cached from an earlier lab describe hosts that no longer exist.
+    shutil.rmtree(ROOT / ".cache" / "facts", ignore_errors=True)
+    wait_engines()
+    log(f"up: {', '.join(f'{h.name}={h.address}' for h in FLEET)} (image {image})")
+
+
+def down() -> None:
+    remove_stale()
+    INVENTORY.unlink(missing_ok=True)
+    shutil.rmtree(ROOT / ".cache" / "facts", ignore_errors=True)
+    log("down")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["up", "down"])
+    args = parser.parse_args()
+    os.environ.setdefault("CONTAINERS_CONF", str(ROOT / "lab" / "containers.conf"))
+    {"up": up, "down": down}[args.action]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

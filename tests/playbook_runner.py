@@ -1,0 +1,67 @@
+"""Run a playbook of this repository and read its outcome from the JSON callback.
+
+Tests use it for the behaviours a recap shows: `--check` reporting nothing to change on a
+converged host, bad variables failing before any task changes anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class PlaybookRun:
+    rc: int
+    stats: dict[str, dict[str, int]]
+    plays: list[dict]
+    stderr: str
+
+    def total(self, key: str) -> int:
+        return sum(host.get(key, 0) for host in self.stats.values())
+
+    def changed_tasks(self) -> list[str]:
+        return [
+            f"{task['task']['name']} on {host}"
+            for play in self.plays
+            for task in play["tasks"]
+            for host, result in task["hosts"].items()
+            if result.get("changed")
+        ]
+
+    def failure_messages(self) -> list[str]:
+        """Messages of failed results, looking inside loop items too."""
+        failed = [
+            result
+            for play in self.plays
+            for task in play["tasks"]
+            for host_result in task["hosts"].values()
+            for result in [host_result, *host_result.get("results", [])]
+            if result.get("failed")
+        ]
+        return [str(result.get("msg", "")) for result in failed]
+
+
+def run_playbook(
+    playbook: Path, inventory: Path, *args: str, limit: str | None = None, timeout: int = 900
+) -> PlaybookRun:
+    env = dict(
+        os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")
+    )
+    cmd = ["ansible-playbook", "-i", str(inventory), str(playbook), *args]
+    if limit:
+        cmd += ["--limit", limit]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    try:
+        report = json.loads(proc.stdout[proc.stdout.index("{") :])
+    except ValueError as exc:
+        raise AssertionError(
+            f"no JSON report from ansible-playbook (rc={proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        ) from exc
+    return PlaybookRun(proc.returncode, report["stats"], report["plays"], proc.stderr)
