@@ -15,7 +15,7 @@ def client(known_hosts: str) -> paramiko.SSHClient:
     return ssh
 
 
-@pytest.fixture(params=["gpu1", "gpu2", "gpu3", "logs", "ca"])
+@pytest.fixture(params=["gpu1", "gpu2", "gpu3", "logs", "ca1"])
 def address(request, lab_hosts) -> str:
     return lab_hosts[request.param]["ansible_host"]
 
