@@ -36,8 +36,9 @@ unit: bootstrap
 	$(BIN)/pytest tests/unit
 
 molecule: image
-	scripts/molecule-net.sh
-	set -e; for s in $(SCENARIOS); do $(BIN)/molecule test -s $$s; done
+	set -e; for s in $(SCENARIOS); do \
+	  $(BIN)/molecule reset -s $$s; scripts/molecule-net.sh $$s; $(BIN)/molecule test -s $$s; \
+	done
 
 # The lab fleet over real SSH: harden it, then check it from this machine.
 lab-test: lab harden

@@ -71,6 +71,10 @@ FLEET = (
     LabHost("logs", "log_collectors", 21),
     # Not "ca": a host named like its group makes Ansible warn on every run.
     LabHost("ca1", "ca", 31),
+    # Unmanaged peers that firewall tests send real packets from: an API client, and a host
+    # nobody allowed anything.
+    LabHost("client", "clients", 50),
+    LabHost("untrusted", "lab_untrusted", 60),
 )
 ENGINE_UNITS = {"llama_cpp": "llama-server.service", "ollama": "ollama.service", "vllm": "vllm.service"}
 
@@ -180,7 +184,7 @@ def write_inventory(key: Path) -> None:
     for host in FLEET:
         entry = {"ansible_host": host.address, "lab_container": host.container}
         if host.engine:
-            entry["lab_engine"] = host.engine
+            entry["localguard_engine"] = host.engine
         groups.setdefault(host.group, {"hosts": {}})["hosts"][host.name] = entry
     # The machine is the operator's workstation: listed for its address, never managed.
     groups["admins"] = {

@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# (Re)create the internal network Molecule scenarios attach to, and drop this project's stale
-# Molecule containers: an earlier run that was killed leaves them registered with podman.
+# Prepare one Molecule scenario: drop its stale containers (a killed run leaves them registered
+# with podman) and cached facts, and (re)create its network as --internal, which the podman driver cannot do: a
+# network it makes itself would route lab hosts to the outside world.
+# Usage: scripts/molecule-net.sh <scenario>
 set -euo pipefail
-network=localguard-molecule
-subnet=198.18.20.0/24
-stale=$(podman ps -a --format '{{.Names}}' | grep '^mol-' || true)
+scenario=$1
+config=$(dirname "$0")/../molecule/$scenario/molecule.yml
+network=$(awk '/^ *network:/ {print $2; exit}' "$config")
+[ -n "$network" ] || { echo "molecule-net: no network in $config" >&2; exit 1; }
+# A /24 per network inside 198.18.0.0/15, away from the lab's 198.18.10.0/24.
+octet=$(( $(printf '%s' "$network" | cksum | cut -d' ' -f1) % 200 + 20 ))
+
+# Facts cached for an earlier container of the same name describe another address.
+rm -f "$(dirname "$0")"/../.cache/facts/*"mol-$scenario-"*
+stale=$(podman ps -a --format '{{.Names}}' | grep "^mol-$scenario-" || true)
 [ -z "$stale" ] || podman rm -f --time 2 $stale >/dev/null
 podman network rm -f "$network" >/dev/null 2>&1 || true
-podman network create --internal --subnet "$subnet" "$network" >/dev/null
+podman network create --internal --subnet "198.18.$octet.0/24" "$network" >/dev/null

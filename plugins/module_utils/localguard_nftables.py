@@ -17,10 +17,10 @@ PROTOCOLS = ("tcp", "udp", "icmp", "icmpv6", "any")
 PORT_PROTOCOLS = {"tcp", "udp"}
 ACTIONS = ("accept", "drop", "reject")
 RULE_KEYS = {"proto", "dport", "saddr", "daddr", "saddr_set", "daddr_set", "iifname", "oifname", "action",
-             "icmp_type", "comment"}  # fmt: skip
+             "icmp_type", "limit", "comment"}  # fmt: skip
 SET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,28}$")
 IFNAME = re.compile(r"^[A-Za-z0-9_.:*-]{1,15}$")
-ICMP_TYPE = re.compile(r"^[a-z-]+$")
+ICMP_TYPE = re.compile(r"^[a-z][a-z0-9-]*$")
 RATE = re.compile(r"^\d+/(second|minute|hour|day)$")
 
 
@@ -48,6 +48,7 @@ class Rule:
     oifname: str | None = None
     icmp_types: tuple[str, ...] = ()
     action: str = "accept"
+    limit: str | None = None
     comment: str = ""
 
 
@@ -62,7 +63,10 @@ def parse_network(value: object, where: str) -> ipaddress.IPv4Network | ipaddres
                 f"{where}: '{text}' has host bits set; write {address}/{32 if ':' not in address else 128} "
                 f"for one host or {ipaddress.ip_network(text, strict=False)} for the network"
             ) from None
-        raise FirewallDataError(f"{where}: '{text}' is not an IPv4/IPv6 address or CIDR") from None
+        raise FirewallDataError(
+            f"{where}: '{text}' is not an IPv4/IPv6 address or CIDR"
+            " (for an inventory host, set localguard_address)"
+        ) from None
 
 
 def address_set(name: str, members: Iterable[object] | None, where: str) -> AddressSet:
@@ -85,10 +89,33 @@ def address_set(name: str, members: Iterable[object] | None, where: str) -> Addr
     )
 
 
-def address_sets(sets: Mapping[str, object], where: str = "firewall_sets") -> dict[str, AddressSet]:
-    if not isinstance(sets, Mapping):
-        raise FirewallDataError(f"{where} must be a dict of set name to address list")
-    return {name: address_set(name, members, where) for name, members in sorted(sets.items())}  # type: ignore[arg-type]
+def merge_layers(
+    default: Mapping | None, group: Mapping | None, host: Mapping | None, name: str
+) -> dict[str, tuple[str, object]]:
+    """Merge default -> group -> host. Each entry keeps the variable it came from, so an error
+    names what the operator wrote; a null value in a later layer removes the entry."""
+    merged: dict[str, tuple[str, object]] = {}
+    for layer, values in (("default", default), ("group", group), ("host", host)):
+        if values is None:
+            continue
+        if not isinstance(values, Mapping):
+            raise FirewallDataError(f"{name}_{layer} must be a dict, got {type(values).__name__}")
+        for key, value in values.items():
+            merged[str(key)] = (f"{name}_{layer}", value)
+    return {key: entry for key, entry in sorted(merged.items()) if entry[1] is not None}
+
+
+def address_sets(
+    default: Mapping | None,
+    group: Mapping | None = None,
+    host: Mapping | None = None,
+    name: str = "firewall_sets",
+) -> dict[str, AddressSet]:
+    """Merged, validated address sets."""
+    return {
+        key: address_set(key, members, origin)  # type: ignore[arg-type]
+        for key, (origin, members) in merge_layers(default, group, host, name).items()
+    }
 
 
 def parse_ports(value: object, where: str) -> tuple[str, ...]:
@@ -143,6 +170,7 @@ def parse_rule(name: str, spec: object, known_sets: Mapping[str, AddressSet], wh
         raise FirewallDataError(f"{here}: icmp_type needs proto icmp or icmpv6")
     saddr = address_set("inline", spec["saddr"], f"{here}.saddr") if spec.get("saddr") is not None else None
     daddr = address_set("inline", spec["daddr"], f"{here}.daddr") if spec.get("daddr") is not None else None
+    limit = check_rate(spec["limit"], f"{here}.limit") if spec.get("limit") is not None else None
     comment = str(spec.get("comment", name))
     if '"' in comment or "\n" in comment:
         raise FirewallDataError(f"{here}: comment may not contain quotes or newlines")
@@ -150,20 +178,21 @@ def parse_rule(name: str, spec: object, known_sets: Mapping[str, AddressSet], wh
         name=name, proto=protos, dports=dports, saddr=saddr, daddr=daddr,
         saddr_set=spec.get("saddr_set"), daddr_set=spec.get("daddr_set"),
         iifname=spec.get("iifname"), oifname=spec.get("oifname"), icmp_types=icmp_types,
-        action=action, comment=comment,
+        action=action, limit=limit, comment=comment,
     )  # fmt: skip
 
 
-def rules(spec: Mapping[str, object] | None, known_sets: Mapping[str, AddressSet], where: str) -> list[Rule]:
-    """Merged rule dict -> validated rules in key order; null entries are removed."""
-    if spec is None:
-        return []
-    if not isinstance(spec, Mapping):
-        raise FirewallDataError(f"{where} must be a dict of 'NNN name' to rule, got {type(spec).__name__}")
+def rules(
+    default: Mapping | None,
+    group: Mapping | None,
+    host: Mapping | None,
+    known_sets: Mapping[str, AddressSet],
+    name: str,
+) -> list[Rule]:
+    """Merged, validated rules in key order."""
     return [
-        parse_rule(str(name), body, known_sets, where)
-        for name, body in sorted(spec.items())
-        if body is not None
+        parse_rule(key, spec, known_sets, origin)
+        for key, (origin, spec) in merge_layers(default, group, host, name).items()
     ]
 
 
@@ -212,7 +241,8 @@ def render_rule(rule: Rule) -> list[str]:
     interfaces = [
         f'{key} "{value}"' for key, value in (("iifname", rule.iifname), ("oifname", rule.oifname)) if value
     ]
-    tail = [*_protocol_match(rule), "counter", rule.action, f'comment "{rule.comment}"']
+    limit = [f"limit rate {rule.limit}"] if rule.limit else []
+    tail = [*_protocol_match(rule), *limit, "counter", rule.action, f'comment "{rule.comment}"']
     return [" ".join([*interfaces, *addresses, *tail]) for addresses in _address_variants(rule)]
 
 

@@ -1,0 +1,63 @@
+"""What the play recap must show on converged hosts: nothing to change, bad input stopped early."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from playbook_runner import run_playbook
+
+# (role, variable, bad value, words the failure must contain besides the variable)
+BAD_VARIABLES = [
+    ("baseline", "baseline_ssh_permit_root_login", "maybe", "must be one of"),
+    ("baseline", "baseline_ssh_port", "twenty-two", "cannot be converted to an int"),
+    ("baseline", "baseline_ssh_allow_groups", {"not": "a list"}, "list"),
+    ("baseline", "baseline_sysctl_enabled", "perhaps", "bool"),
+    ("firewall", "firewall_ssh_port", "ssh", "cannot be converted to an int"),
+    ("firewall", "firewall_log_level", "loud", "must be one of"),
+    ("firewall", "firewall_admin_networks", ["10.0.0.300/24"], "is not an IPv4/IPv6 address or CIDR"),
+    ("firewall", "firewall_admin_networks", ["198.18.10.1/24"], "has host bits set"),
+    ("firewall", "firewall_input_rules_host", {"900 x": {"proto": "tcpp", "dport": 1}}, "unknown protocol"),
+    ("firewall", "firewall_input_rules_host", {"900 x": {"proto": "tcp", "dport": 70000}}, "port '70000'"),
+    ("firewall", "firewall_log_rate", "lots", "is not a rate"),
+]
+
+
+def roles_in(playbook: Path) -> set[str]:
+    plays = yaml.safe_load(playbook.read_text())
+    return {
+        role["role"] if isinstance(role, dict) else role for play in plays for role in play.get("roles", [])
+    }
+
+
+def live_state(host) -> tuple[str, str]:
+    """What a bad run must leave alone: sshd_config and the live firewall table."""
+    table = host.run("nft -s list table inet localguard")
+    return host.file("/etc/ssh/sshd_config").sha256sum, table.stdout if table.rc == 0 else "absent"
+
+
+def test_check_mode_reports_nothing_to_change(target):
+    playbook, inventory = target
+    run = run_playbook(playbook, inventory, "--check", "--diff")
+    assert run.rc == 0, run.failure_messages() or run.stderr[-2000:]
+    assert run.total("changed") == 0, run.changed_tasks()
+    assert run.total("failures") == 0
+
+
+@pytest.mark.parametrize(("role", "variable", "value", "expected"), BAD_VARIABLES)
+def test_bad_variable_fails_before_any_change(host, hostvars, target, role, variable, value, expected):
+    playbook, inventory = target
+    if role not in roles_in(playbook):
+        pytest.skip(f"{playbook.name} does not run the {role} role")
+    before = live_state(host)
+    run = run_playbook(
+        playbook, inventory, "-e", json.dumps({variable: value}), limit=hostvars.get("inventory_hostname")
+    )
+    assert run.rc != 0
+    assert run.total("changed") == 0, run.changed_tasks()
+    messages = " ".join(run.failure_messages())
+    assert expected in messages, messages
+    assert variable in messages or "firewall_sets_default['admins']" in messages, messages
+    assert live_state(host) == before

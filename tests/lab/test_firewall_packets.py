@@ -1,0 +1,165 @@
+"""FW-* with real packets between lab hosts: who may reach whom, counters, and the lockout rollback.
+
+Every blocked path is tried and must fail; an allowed path beside it is tried and must work, so
+a test cannot pass because everything is broken. Probes run inside the source host's own network
+namespace (`podman exec`); 1 s timeouts, since a dropped SYN waits its whole timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import yaml
+from playbook_runner import ROOT, run_playbook
+
+pytestmark = pytest.mark.lab
+ENGINE_PORTS = {"gpu1": 8080, "gpu2": 11434, "gpu3": 8000}
+ENGINE_ACCOUNTS = {"gpu1": "llama", "gpu2": "ollama", "gpu3": "vllm"}
+
+
+def podman(container: str, *cmd: str, user: str | None = None) -> subprocess.CompletedProcess:
+    prefix = ["runuser", "-u", user, "--"] if user else []
+    return subprocess.run(
+        ["podman", "exec", container, *prefix, *cmd], capture_output=True, text=True, timeout=30
+    )
+
+
+def tcp_open(src: str, address: str, port: int, user: str | None = None) -> bool:
+    return podman(src, "nc", "-z", "-w", "1", address, str(port), user=user).returncode == 0
+
+
+def controller_tcp_open(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def udp_send(src: str, address: str, port: int, count: int, user: str | None = None) -> None:
+    """Exactly `count` datagrams, one packet each (a TCP probe's retransmits would blur counts)."""
+    script = (
+        "import socket\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        f"for _ in range({count}):\n"
+        "    try:\n"
+        f"        s.sendto(b'probe', ('{address}', {port}))\n"
+        "    except OSError:\n"
+        "        pass  # EPERM: our own output chain dropped it\n"
+    )
+    podman(src, "python3", "-c", script, user=user)
+
+
+def counter(container: str, name: str) -> int:
+    out = podman(container, "nft", "-j", "list", "counter", "inet", "localguard", name).stdout
+    return next(i["counter"]["packets"] for i in json.loads(out)["nftables"] if "counter" in i)
+
+
+@contextmanager
+def listener(container: str, port: int) -> Iterator[None]:
+    """A TCP listener for the length of a test, so 'reachable' means a real accepted connection."""
+    podman(container, "systemd-run", f"--unit=lab-listen-{port}", "--", "nc", "-lk", str(port))
+    try:
+        deadline = time.monotonic() + 5
+        while not podman(container, "ss", "-Htln", f"sport = :{port}").stdout.strip():
+            assert time.monotonic() < deadline, f"listener on {container}:{port} did not start"
+            time.sleep(0.1)
+        yield
+    finally:
+        podman(container, "systemctl", "stop", f"lab-listen-{port}")
+
+
+@pytest.fixture(scope="module")
+def ip(lab_hosts) -> dict[str, str]:
+    return {name: vars_["ansible_host"] for name, vars_ in lab_hosts.items()}
+
+
+def test_fw_02_untrusted_host_reaches_neither_ssh_nor_engines(ip):
+    for gpu, port in ENGINE_PORTS.items():
+        assert not tcp_open("lg-untrusted", ip[gpu], 22), f"untrusted reached SSH on {gpu}"
+        assert not tcp_open("lg-untrusted", ip[gpu], port), f"untrusted reached the engine on {gpu}"
+    # Beside it, the same ports answer inside the host: the services are up, the firewall drops.
+    assert tcp_open("lg-gpu1", "127.0.0.1", ENGINE_PORTS["gpu1"])
+
+
+def test_fw_02_admin_source_reaches_ssh_on_every_host(ip):
+    for name in ("gpu1", "gpu2", "gpu3", "logs", "ca1"):
+        assert controller_tcp_open(ip[name], 22), f"admin could not reach SSH on {name}"
+
+
+def test_fw_02_client_reaches_only_the_gateway_port(ip):
+    with listener("lg-gpu1", 443):
+        assert tcp_open("lg-client", ip["gpu1"], 443)
+        assert not tcp_open("lg-untrusted", ip["gpu1"], 443)
+        assert not tcp_open("lg-client", ip["gpu1"], 22)
+        assert not tcp_open("lg-client", ip["gpu1"], ENGINE_PORTS["gpu1"])
+
+
+def test_fw_02_collector_port_only_from_gpu_hosts(ip):
+    with listener("lg-logs", 6514):
+        assert tcp_open("lg-gpu2", ip["logs"], 6514)
+        assert not tcp_open("lg-untrusted", ip["logs"], 6514)
+        assert not tcp_open("lg-client", ip["logs"], 6514)
+
+
+def test_fw_03_gpu_egress_allowlist(ip):
+    with listener("lg-untrusted", 8443), listener("lg-logs", 6514), listener("lg-ca1", 53):
+        assert controller_tcp_open(ip["untrusted"], 8443), "the arbitrary peer must be reachable at all"
+        assert not tcp_open("lg-gpu1", ip["untrusted"], 8443)
+        assert tcp_open("lg-gpu1", ip["logs"], 6514), "collector must be reachable"
+        assert tcp_open("lg-gpu1", ip["ca1"], 53), "configured resolver must be reachable"
+
+
+@pytest.mark.parametrize("gpu", ["gpu1", "gpu2", "gpu3"])
+def test_fw_04_engine_account_reaches_nothing_but_loopback(ip, gpu):
+    account = ENGINE_ACCOUNTS[gpu]
+    with listener("lg-logs", 6514), listener("lg-ca1", 53):
+        assert tcp_open(f"lg-{gpu}", ip["logs"], 6514), "root reaches the collector"
+        assert not tcp_open(f"lg-{gpu}", ip["logs"], 6514, user=account)
+        assert not tcp_open(f"lg-{gpu}", ip["ca1"], 53, user=account)
+    assert tcp_open(f"lg-{gpu}", "127.0.0.1", ENGINE_PORTS[gpu], user=account), "loopback stays open"
+
+
+def test_fw_05_counters_count_each_dropped_packet(ip):
+    before = {
+        "input": counter("lg-gpu1", "input_drop"),
+        "output": counter("lg-gpu1", "output_drop"),
+        "engine": counter("lg-gpu1", "engine_egress_drop"),
+    }
+    udp_send("lg-untrusted", ip["gpu1"], 9999, 7)
+    udp_send("lg-gpu1", ip["untrusted"], 9999, 5)
+    udp_send("lg-gpu1", ip["logs"], 6514, 3, user="llama")
+    assert counter("lg-gpu1", "input_drop") - before["input"] == 7
+    assert counter("lg-gpu1", "output_drop") - before["output"] == 5
+    assert counter("lg-gpu1", "engine_egress_drop") - before["engine"] == 3
+
+
+def test_fw_06_lockout_rolls_back_by_itself(ip):
+    host, address = "gpu3", ip["gpu3"]
+    before = podman("lg-gpu3", "nft", "-s", "list", "table", "inet", "localguard").stdout
+    assert controller_tcp_open(address, 22)
+    lab_vars = yaml.safe_load((ROOT / "inventories" / "lab" / "group_vars" / "all.yml").read_text())
+    rollback = int(lab_vars["firewall_rollback_seconds"])
+    started = time.monotonic()
+    run = run_playbook(
+        ROOT / "harden.yml",
+        ROOT / "inventories" / "lab" / "hosts.yml",
+        "-e",
+        json.dumps({"firewall_input_rules_host": {"100 ssh from admins": None}}),
+        limit=host,
+    )
+    assert run.rc != 0
+    assert any("cut the controller off" in m for m in run.failure_messages()), run.failure_messages()
+    # The bad ruleset really is live for a while: SSH is cut...
+    assert not controller_tcp_open(address, 22)
+    # ...and the host restores the previous ruleset by itself within the rollback window.
+    while not controller_tcp_open(address, 22):
+        assert time.monotonic() - started < rollback + 15, "host did not roll back"
+        time.sleep(1)
+    assert podman("lg-gpu3", "nft", "-s", "list", "table", "inet", "localguard").stdout == before
