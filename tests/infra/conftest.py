@@ -18,23 +18,42 @@ ROOT = Path(__file__).resolve().parents[2]
 PODMAN_CONNECTIONS = {"podman", "containers.podman.podman"}
 
 
-@pytest.fixture(scope="module")
-def host(_testinfra_host):
-    backend = _testinfra_host.backend
-    if backend.NAME != "ansible":
-        return _testinfra_host
-    hostvars = backend.ansible_runner.get_variables(backend.host)
+def variables(testinfra_host) -> dict:
+    backend = testinfra_host.backend
+    return backend.ansible_runner.get_variables(backend.host) if backend.NAME == "ansible" else {}
+
+
+def fast(testinfra_host):
+    """The same host through `podman exec` where that reaches it (milliseconds, not seconds)."""
+    hostvars = variables(testinfra_host)
     if hostvars.get("ansible_connection") in PODMAN_CONNECTIONS:
-        return testinfra.get_host(f"podman://{hostvars.get('ansible_host', backend.host)}")
+        return testinfra.get_host(f"podman://{hostvars.get('ansible_host', testinfra_host.backend.host)}")
     if "lab_container" in hostvars:
         return testinfra.get_host(f"podman://{hostvars['lab_container']}")
-    return _testinfra_host
+    return testinfra_host
+
+
+@pytest.fixture(scope="module")
+def host(_testinfra_host):
+    return fast(_testinfra_host)
 
 
 @pytest.fixture(scope="module")
 def hostvars(_testinfra_host) -> dict:
-    backend = _testinfra_host.backend
-    return backend.ansible_runner.get_variables(backend.host) if backend.NAME == "ansible" else {}
+    return variables(_testinfra_host)
+
+
+@pytest.fixture(scope="session")
+def first_host(request):
+    """One of the hosts under test, for checks that run a whole playbook (once is enough)."""
+    option = request.config.option
+    hosts = testinfra.get_hosts(
+        option.hosts.split(",") if option.hosts else [None],
+        connection=option.connection,
+        ansible_inventory=option.ansible_inventory,
+    )
+    first = min(hosts, key=lambda h: h.backend.get_pytest_id())
+    return fast(first), variables(first)
 
 
 @pytest.fixture(scope="module")

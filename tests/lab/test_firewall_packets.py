@@ -146,20 +146,23 @@ def test_fw_06_lockout_rolls_back_by_itself(ip):
     assert controller_tcp_open(address, 22)
     lab_vars = yaml.safe_load((ROOT / "inventories" / "lab" / "group_vars" / "all.yml").read_text())
     rollback = int(lab_vars["firewall_rollback_seconds"])
-    started = time.monotonic()
     run = run_playbook(
         ROOT / "harden.yml",
         ROOT / "inventories" / "lab" / "hosts.yml",
+        "--tags",
+        "firewall",
         "-e",
         json.dumps({"firewall_input_rules_host": {"100 ssh from admins": None}}),
         limit=host,
     )
+    # The rollback was armed before the apply, which came before the play ended.
+    play_ended = time.monotonic()
     assert run.rc != 0
     assert any("cut the controller off" in m for m in run.failure_messages()), run.failure_messages()
     # The bad ruleset really is live for a while: SSH is cut...
     assert not controller_tcp_open(address, 22)
     # ...and the host restores the previous ruleset by itself within the rollback window.
     while not controller_tcp_open(address, 22):
-        assert time.monotonic() - started < rollback + 15, "host did not roll back"
+        assert time.monotonic() - play_ended < rollback + 5, "host did not roll back in its window"
         time.sleep(1)
     assert podman("lg-gpu3", "nft", "-s", "list", "table", "inet", "localguard").stdout == before

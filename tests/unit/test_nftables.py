@@ -35,9 +35,8 @@ def test_sets_split_by_family_and_collapse_overlaps():
 def test_bad_cidrs_name_variable_set_and_value(member, message):
     with pytest.raises(FirewallDataError) as err:
         address_sets({"admins": [member]})
-    assert (
-        "firewall_sets_default['admins']" in str(err.value) and member in str(err.value) and message in str(err.value)
-    )
+    text = str(err.value)
+    assert "firewall_sets_default['admins']" in text and member in text and message in text
 
 
 def test_set_must_be_a_list_and_named_simply():

@@ -47,8 +47,9 @@ def test_check_mode_reports_nothing_to_change(target):
 
 
 @pytest.mark.parametrize(("role", "variable", "value", "expected"), BAD_VARIABLES)
-def test_bad_variable_fails_before_any_change(host, hostvars, target, role, variable, value, expected):
+def test_bad_variable_fails_before_any_change(first_host, target, role, variable, value, expected):
     playbook, inventory = target
+    host, hostvars = first_host
     if role not in roles_in(playbook):
         pytest.skip(f"{playbook.name} does not run the {role} role")
     before = live_state(host)
