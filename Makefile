@@ -35,9 +35,12 @@ lint: bootstrap
 unit: bootstrap
 	$(BIN)/pytest tests/unit
 
+# Each scenario keeps its state under .cache (not `molecule reset`, which removes every Molecule
+# container on the machine, other projects' included).
 molecule: image
 	set -e; for s in $(SCENARIOS); do \
-	  $(BIN)/molecule reset -s $$s; scripts/molecule-net.sh $$s; $(BIN)/molecule test -s $$s; \
+	  scripts/molecule-fresh.sh $$s; \
+	  MOLECULE_EPHEMERAL_DIRECTORY=$(CURDIR)/.cache/molecule/$$s $(BIN)/molecule test -s $$s; \
 	done
 
 # The lab fleet over real SSH: harden it, then check it from this machine.

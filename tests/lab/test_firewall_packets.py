@@ -16,11 +16,14 @@ from contextlib import contextmanager
 
 import pytest
 import yaml
+from localguard_engines import engine
 from playbook_runner import ROOT, run_playbook
 
 pytestmark = pytest.mark.lab
-ENGINE_PORTS = {"gpu1": 8080, "gpu2": 11434, "gpu3": 8000}
-ENGINE_ACCOUNTS = {"gpu1": "llama", "gpu2": "ollama", "gpu3": "vllm"}
+# The lab's GPU hosts and their engines (scripts/lab.py).
+LAB_ENGINES = {"gpu1": engine("llama_cpp"), "gpu2": engine("ollama"), "gpu3": engine("vllm")}
+ENGINE_PORTS = {gpu: spec.port for gpu, spec in LAB_ENGINES.items()}
+ENGINE_ACCOUNTS = {gpu: spec.account for gpu, spec in LAB_ENGINES.items()}
 
 
 def podman(container: str, *cmd: str, user: str | None = None) -> subprocess.CompletedProcess:

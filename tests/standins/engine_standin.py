@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -183,14 +184,27 @@ def make_handler(api: str) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+DEFAULT_PORTS = {"ollama": 11434, "vllm": 8000}
+
+
+def listen_address(api: str, host: str | None, port: int | None, environ: dict[str, str]) -> tuple[str, int]:
+    """Flags win; Ollama, like the real server, also reads OLLAMA_HOST=host:port."""
+    env_host, env_port = "127.0.0.1", DEFAULT_PORTS[api]
+    if api == "ollama" and environ.get("OLLAMA_HOST"):
+        env_host, _, raw_port = environ["OLLAMA_HOST"].rpartition(":")
+        env_port = int(raw_port)
+    return host or env_host, port or env_port
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--api", choices=sorted(APIS), required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
     args = parser.parse_args(argv)
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(args.api))
-    print(json.dumps({"listening": f"{args.host}:{args.port}", "api": args.api}), flush=True)
+    host, port = listen_address(args.api, args.host, args.port, dict(os.environ))
+    server = ThreadingHTTPServer((host, port), make_handler(args.api))
+    print(json.dumps({"listening": f"{host}:{port}", "api": args.api}), flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
     return 0

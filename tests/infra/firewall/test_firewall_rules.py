@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+from localguard_engines import engine as engine_spec
 
 
 def table(host) -> dict:
@@ -70,7 +71,7 @@ def test_fw_04_engine_account_exists_and_is_locked_to_loopback(host, hostvars):
     engine = hostvars.get("localguard_engine")
     if engine is None:
         pytest.skip("no engine on this host")
-    account = {"llama_cpp": "llama", "ollama": "ollama", "vllm": "vllm", "tgi": "tgi"}[engine]
+    account = engine_spec(engine).account
     uid = host.user(account).uid
     listing = host.check_output("nft list chain inet localguard output")
     uids = rf"(\{{[^}}]*\b{uid}\b[^}}]*\}}|{uid})"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Prepare one Molecule scenario: drop its stale containers (a killed run leaves them registered
-# with podman) and cached facts, and (re)create its network as --internal, which the podman driver cannot do: a
-# network it makes itself would route lab hosts to the outside world.
-# Usage: scripts/molecule-net.sh <scenario>
+# Give one Molecule scenario a fresh start: drop its stale containers (a killed run leaves them
+# registered with podman), cached facts and Molecule state, and (re)create its network as
+# --internal, which the podman driver cannot do: a network it made itself would route lab hosts
+# to the outside world.
+# Usage: scripts/molecule-fresh.sh <scenario>
 set -euo pipefail
 scenario=$1
 config=$(dirname "$0")/../molecule/$scenario/molecule.yml
@@ -11,8 +12,10 @@ network=$(awk '/^ *network:/ {print $2; exit}' "$config")
 # A /24 per network inside 198.18.0.0/15, away from the lab's 198.18.10.0/24.
 octet=$(( $(printf '%s' "$network" | cksum | cut -d' ' -f1) % 200 + 20 ))
 
-# Facts cached for an earlier container of the same name describe another address.
-rm -f "$(dirname "$0")"/../.cache/facts/*"mol-$scenario-"*
+# Facts cached for an earlier container of the same name describe another address, and the
+# state of a killed run would make Molecule skip creating the hosts removed below.
+cache=$(dirname "$0")/../.cache
+rm -rf "$cache"/facts/*"mol-$scenario-"* "$cache/molecule/$scenario"
 stale=$(podman ps -a --format '{{.Names}}' | grep "^mol-$scenario-" || true)
 [ -z "$stale" ] || podman rm -f --time 2 $stale >/dev/null
 podman network rm -f "$network" >/dev/null 2>&1 || true
