@@ -10,6 +10,7 @@ over SSH on an internal network (no route out of the lab). `lab.py down` removes
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shlex
@@ -220,6 +221,24 @@ def wait_engines(timeout: float = 120) -> None:
             time.sleep(1)
 
 
+def write_lab_secrets() -> None:
+    """Secrets the lab's inventory reads: the CA passphrase and the API keys of the auth tests.
+
+    Production keeps these in Ansible Vault; the lab makes new ones each time it is built.
+    """
+    (LAB_DIR / "ca.passphrase").write_text(secrets.token_urlsafe(32) + "\n")
+    keys = [
+        {"id": "lab-valid", "not_after": "2099-01-01T00:00:00Z", "status": "active"},
+        {"id": "lab-expired", "not_after": "2020-01-01T00:00:00Z", "status": "active"},
+        {"id": "lab-revoked", "not_after": "2099-01-01T00:00:00Z", "status": "revoked"},
+    ]
+    for record in keys:
+        record["key"] = "lgk_" + secrets.token_urlsafe(32)
+    (LAB_DIR / "api-keys.json").write_text(json.dumps(keys, indent=2) + "\n")
+    for name in ("ca.passphrase", "api-keys.json"):
+        (LAB_DIR / name).chmod(0o600)
+
+
 def up() -> None:
     image = run(str(ROOT / "scripts" / "lab-image.sh"), capture=True).strip()
     remove_stale()
@@ -229,6 +248,8 @@ def up() -> None:
     key = ensure_ssh_key()
     pubkey = (key.with_suffix(".pub")).read_text().strip()
     password = secrets.token_urlsafe(18)
+    write_lab_secrets()
+    shutil.rmtree(LAB_DIR / "pki", ignore_errors=True)
     password_file = LAB_DIR / f"{ADMIN_USER}.password"
     password_file.write_text(password + "\n")
     password_file.chmod(0o600)

@@ -8,7 +8,7 @@ from pathlib import Path
 from ansible.errors import AnsibleFilterError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "module_utils"))
-from localguard_engines import as_dict, listen_args, listen_env  # noqa: E402
+from localguard_engines import as_dict, listen_args, listen_env, routes  # noqa: E402
 
 
 def _guard(function, *args):
@@ -24,4 +24,5 @@ class FilterModule:
             "localguard_engine_spec": lambda kind: _guard(as_dict, kind),
             "localguard_engine_listen_args": lambda kind, port: _guard(listen_args, kind, port),
             "localguard_engine_listen_env": lambda kind, port: _guard(listen_env, kind, port),
+            "localguard_engine_routes": lambda kind: _guard(routes, kind),
         }

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from localguard_engines import engine
-from test_firewall_packets import controller_tcp_open, podman, tcp_open
+from probes import controller_tcp_open, podman, tcp_open
 
 pytestmark = pytest.mark.lab
 LAB_ENGINES = {"gpu1": engine("llama_cpp"), "gpu2": engine("ollama"), "gpu3": engine("vllm")}

@@ -8,8 +8,6 @@ namespace (`podman exec`); 1 s timeouts, since a dropped SYN waits its whole tim
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,31 +16,13 @@ import pytest
 import yaml
 from localguard_engines import engine
 from playbook_runner import ROOT, run_playbook
+from probes import controller_tcp_open, podman, tcp_open
 
 pytestmark = pytest.mark.lab
 # The lab's GPU hosts and their engines (scripts/lab.py).
 LAB_ENGINES = {"gpu1": engine("llama_cpp"), "gpu2": engine("ollama"), "gpu3": engine("vllm")}
 ENGINE_PORTS = {gpu: spec.port for gpu, spec in LAB_ENGINES.items()}
 ENGINE_ACCOUNTS = {gpu: spec.account for gpu, spec in LAB_ENGINES.items()}
-
-
-def podman(container: str, *cmd: str, user: str | None = None) -> subprocess.CompletedProcess:
-    prefix = ["runuser", "-u", user, "--"] if user else []
-    return subprocess.run(
-        ["podman", "exec", container, *prefix, *cmd], capture_output=True, text=True, timeout=30
-    )
-
-
-def tcp_open(src: str, address: str, port: int, user: str | None = None) -> bool:
-    return podman(src, "nc", "-z", "-w", "1", address, str(port), user=user).returncode == 0
-
-
-def controller_tcp_open(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def udp_send(src: str, address: str, port: int, count: int, user: str | None = None) -> None:

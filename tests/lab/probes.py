@@ -1,0 +1,25 @@
+"""Probes run from lab hosts or this machine: commands in a host, TCP reachability."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+
+
+def podman(container: str, *cmd: str, user: str | None = None) -> subprocess.CompletedProcess:
+    prefix = ["runuser", "-u", user, "--"] if user else []
+    return subprocess.run(
+        ["podman", "exec", container, *prefix, *cmd], capture_output=True, text=True, timeout=30
+    )
+
+
+def tcp_open(src: str, address: str, port: int, user: str | None = None) -> bool:
+    return podman(src, "nc", "-z", "-w", "1", address, str(port), user=user).returncode == 0
+
+
+def controller_tcp_open(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1):
+            return True
+    except OSError:
+        return False

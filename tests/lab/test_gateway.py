@@ -1,0 +1,266 @@
+"""GW-* and PKI-* with real TLS from the client lab host, through its firewall, to each gateway.
+
+Requests run in the `client` host's network namespace with this machine's httpx and openai
+client (tests/lab/netns.py), verified against the CA bundle the pki role exported.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from localguard_engines import engine
+from netns import run_in_netns
+from playbook_runner import ROOT, run_playbook
+from probes import podman
+
+pytestmark = pytest.mark.lab
+LAB = ROOT / ".lab"
+CA_BUNDLE = LAB / "pki" / "ca.crt"
+CLIENTS = LAB / "pki" / "clients"
+INVENTORY = ROOT / "inventories" / "lab" / "hosts.yml"
+LAB_ENGINES = {"gpu1": engine("llama_cpp"), "gpu2": engine("ollama"), "gpu3": engine("vllm")}
+KEY_STATES = ("none", "wrong", "expired", "revoked", "valid")
+# One body that every route's request model accepts (extra fields are ignored).
+BODY = {"model": "lab", "messages": [{"role": "user", "content": "Say hi."}], "prompt": "Say hi.",
+        "input": "hi", "text": "hi", "tokens": [1], "max_tokens": 4, "stream": False}  # fmt: skip
+
+HTTP_PROBE = r"""
+import json, ssl, sys, httpx
+results = {}
+for req in json.load(sys.stdin):
+    verify = req.get("verify", True)
+    if req.get("cert"):  # mTLS: present a client certificate
+        verify = ssl.create_default_context(cafile=req["verify"])
+        verify.load_cert_chain(*req["cert"])
+    try:
+        with httpx.Client(verify=verify, timeout=60) as client:
+            response = client.request(req["method"], req["url"], headers=req.get("headers", {}),
+                                      json=req.get("json"))
+        results[req["id"]] = {"status": response.status_code, "body": response.text[:300]}
+    except Exception as exc:
+        results[req["id"]] = {"error": f"{type(exc).__name__}: {exc}"}
+print(json.dumps(results))
+"""
+
+
+def lab_keys() -> dict[str, str]:
+    records = json.loads((LAB / "api-keys.json").read_text())
+    keys = {record["id"].removeprefix("lab-"): record["key"] for record in records}
+    keys["wrong"] = "lgk_" + "x" * 43
+    return keys
+
+
+def headers_for(state: str) -> dict[str, str]:
+    return {} if state == "none" else {"Authorization": f"Bearer {lab_keys()[state]}"}
+
+
+def matrix_cases() -> list[tuple[str, str, str, str, int]]:
+    cases = []
+    for gpu, spec in LAB_ENGINES.items():
+        for route, allowed in [(r, True) for r in spec.allowed_routes] + [
+            (r, False) for r in spec.blocked_routes
+        ]:
+            method, path = route.split(" ", 1)
+            for state in KEY_STATES:
+                expected = 401 if state != "valid" else (200 if allowed else 403)
+                cases.append((gpu, method, path, state, expected))
+    return cases
+
+
+CASES = matrix_cases()
+
+
+@pytest.fixture(scope="module")
+def gateway_url(lab_hosts):
+    return lambda gpu, port=443: f"https://{lab_hosts[gpu]['ansible_host']}:{port}"
+
+
+@pytest.fixture(scope="module")
+def matrix(gateway_url) -> dict[str, dict]:
+    requests = [
+        {
+            "id": "|".join(map(str, case)),
+            "method": case[1],
+            "url": gateway_url(case[0]) + case[2],
+            "headers": headers_for(case[3]),
+            "json": BODY if case[1] in {"POST", "PUT", "DELETE"} else None,
+            "verify": str(CA_BUNDLE),
+        }
+        for case in CASES
+    ]
+    return run_in_netns("lg-client", HTTP_PROBE, requests)
+
+
+@pytest.mark.parametrize(
+    ("gpu", "method", "path", "state", "expected"), CASES, ids=["-".join(map(str, c)) for c in CASES]
+)
+def test_gw_auth_matrix(matrix, gpu, method, path, state, expected):
+    result = matrix["|".join(map(str, (gpu, method, path, state, expected)))]
+    assert result.get("status") == expected, result
+
+
+def test_gw_openai_client_gets_a_real_completion_with_the_ca_bundle(gateway_url):
+    code = r"""
+import json, sys, httpx, openai
+args = json.load(sys.stdin)
+client = openai.OpenAI(base_url=args["url"] + "/v1", api_key=args["key"],
+                       http_client=httpx.Client(verify=args["ca"], timeout=60))
+reply = client.chat.completions.create(model="lab", max_tokens=8,
+                                       messages=[{"role": "user", "content": "Say hello."}])
+print(json.dumps({"content": reply.choices[0].message.content, "tokens": reply.usage.completion_tokens}))
+"""
+    reply = run_in_netns(
+        "lg-client", code, {"url": gateway_url("gpu1"), "key": lab_keys()["valid"], "ca": str(CA_BUNDLE)}
+    )
+    assert reply["content"].strip() and reply["tokens"] > 0
+
+
+def test_gw_without_the_ca_bundle_verification_fails(gateway_url):
+    code = r"""
+import json, sys, httpx, openai
+args = json.load(sys.stdin)
+client = openai.OpenAI(base_url=args["url"] + "/v1", api_key=args["key"], max_retries=0,
+                       http_client=httpx.Client(timeout=10))
+try:
+    client.models.list()
+    print(json.dumps("connected"))
+except openai.APIConnectionError as exc:
+    print(json.dumps(repr(exc.__cause__)))
+"""
+    outcome = run_in_netns("lg-client", code, {"url": gateway_url("gpu2"), "key": lab_keys()["valid"]})
+    assert "CERTIFICATE_VERIFY_FAILED" in outcome, outcome
+
+
+def test_gw_plain_http_is_refused(lab_hosts):
+    address = lab_hosts["gpu2"]["ansible_host"]
+    requests = [
+        {
+            "id": "tls-port",
+            "method": "GET",
+            "url": f"http://{address}:443/api/tags",
+            "headers": headers_for("valid"),
+        },
+        {
+            "id": "port-80",
+            "method": "GET",
+            "url": f"http://{address}:80/api/tags",
+            "headers": headers_for("valid"),
+        },
+    ]
+    results = run_in_netns("lg-client", HTTP_PROBE.replace("timeout=60", "timeout=3"), requests)
+    # nginx answers plain HTTP on its TLS port with 400 and forwards nothing; port 80 is closed.
+    assert results["tls-port"].get("status") == 400, results
+    assert "error" in results["port-80"], results
+
+
+@pytest.mark.parametrize(
+    ("client_cert", "expected"),
+    [(None, 400), ("lab-client-revoked", 400), ("lab-client", 200)],
+    ids=["no-client-cert", "revoked-client-cert", "valid-client-cert"],
+)
+def test_gw_mtls_tier(gateway_url, client_cert, expected):
+    cert = [str(CLIENTS / f"{client_cert}.crt"), str(CLIENTS / f"{client_cert}.key")] if client_cert else None
+    request = {"id": "mtls", "method": "GET", "url": gateway_url("gpu3", 8443) + "/v1/models",
+               "headers": headers_for("valid"), "verify": str(CA_BUNDLE), "cert": cert}  # fmt: skip
+    result = run_in_netns("lg-client", HTTP_PROBE, [request])["mtls"]
+    assert result.get("status") == expected, result
+    if expected == 400:
+        assert "SSL certificate" in result["body"], result
+
+
+@pytest.mark.parametrize("version", ["TLSv1", "TLSv1_1"])
+def test_gw_old_tls_versions_refused(lab_hosts, version):
+    code = r"""
+import json, socket, ssl, sys
+args = json.load(sys.stdin)
+def handshake(version):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(args["ca"])
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # let the client offer old versions at all
+    ctx.minimum_version = ctx.maximum_version = getattr(ssl.TLSVersion, version)
+    try:
+        with socket.create_connection((args["host"], 443), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname=args["host"]) as tls:
+                return tls.version()
+    except (ssl.SSLError, OSError) as exc:
+        return "refused: " + str(exc)
+print(json.dumps({"old": handshake(args["version"]), "tls12": handshake("TLSv1_2")}))
+"""
+    result = run_in_netns("lg-client", code, {"host": lab_hosts["gpu2"]["ansible_host"], "version": version,
+                                              "ca": str(CA_BUNDLE)})  # fmt: skip
+    assert result["old"].startswith("refused"), result
+    assert result["tls12"] == "TLSv1.2", result
+
+
+def test_gw_hashes_only_no_plaintext_key_on_gateways_or_in_ansible_output(lab_hosts):
+    keys = [key for name, key in lab_keys().items() if name != "wrong"]
+    for gpu in LAB_ENGINES:
+        for key in keys:
+            found = podman(f"lg-{gpu}", "grep", "-rlF", key, "/etc", "/var/log")
+            assert found.stdout == "", f"plaintext key found on {gpu}: {found.stdout}"
+    stored = podman("lg-gpu1", "stat", "-c", "%U:%G %a", "/etc/localguard/gateway/api-keys.json")
+    assert stored.stdout.strip() == "root:www-data 640"
+    verbose = subprocess.run(
+        [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(INVENTORY), str(ROOT / "harden.yml"),
+         "--tags", "gateway,pki", "--limit", "gpu1", "-vvv"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert verbose.returncode == 0, verbose.stdout[-3000:]
+    output = verbose.stdout + verbose.stderr
+    assert [key for key in keys if key in output] == []
+    passphrase = (LAB / "ca.passphrase").read_text().strip()
+    assert passphrase not in output
+
+
+def serial(host: str) -> str:
+    return podman(
+        f"lg-{host}", "openssl", "x509", "-noout", "-serial", "-in", "/etc/localguard/pki/server.crt"
+    ).stdout
+
+
+def test_pki_renewal_by_remaining_validity():
+    before = {host: serial(host) for host in ("gpu2", "gpu3")}
+    # 90-day certificates are inside a 100-day threshold: gpu2's must be renewed...
+    renew = run_playbook(ROOT / "harden.yml", INVENTORY, "--tags", "pki", "-e", "pki_renew_before_days=100",
+                         limit="gpu2")  # fmt: skip
+    assert renew.rc == 0, renew.failure_messages()
+    assert serial("gpu2") != before["gpu2"]
+    # ...while a run with the normal threshold leaves fresh certificates alone.
+    again = run_playbook(ROOT / "harden.yml", INVENTORY, "--tags", "pki", limit="gpu2,gpu3,ca1")
+    assert again.rc == 0 and again.total("changed") == 0, again.changed_tasks()
+    assert serial("gpu3") == before["gpu3"]
+
+
+def test_gw_json_access_log_has_key_ids_not_keys_or_bodies(matrix):
+    log = podman("lg-gpu2", "tail", "-n", "200", "/var/log/nginx/localguard-gateway.json").stdout
+    entries = [json.loads(line) for line in log.splitlines()]
+    assert {entry["key_id"] for entry in entries} >= {"lab-valid", ""}
+    assert "Say hi." not in log
+    assert not re.search(r"lgk_[A-Za-z0-9_-]{20,}", log)
+
+
+def test_gw_server_certificate_names_the_host(lab_hosts):
+    pki = "/etc/localguard/pki"
+    out = podman(
+        "lg-gpu1", "openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", f"{pki}/server.crt"
+    ).stdout
+    assert "DNS:gpu1" in out and f"IP Address:{lab_hosts['gpu1']['ansible_host']}" in out
+    assert not Path(ROOT / ".lab" / "pki" / "ca.key").exists()
+    assert podman("lg-gpu1", "test", "-e", "/etc/localguard/ca/ca.key").returncode != 0, (
+        "CA key on a GPU host"
+    )
+
+
+def test_gw_rate_limit_per_key_and_body_limit(gateway_url):
+    common = {"headers": headers_for("valid"), "verify": str(CA_BUNDLE)}
+    url = gateway_url("gpu2") + "/api/tags"
+    burst = [{"id": f"r{i}", "method": "GET", "url": url, **common} for i in range(60)]
+    statuses = [result.get("status") for result in run_in_netns("lg-client", HTTP_PROBE, burst).values()]
+    assert statuses[0] == 200 and 429 in statuses, statuses
+    big = {"id": "big", "method": "POST", "url": gateway_url("gpu2") + "/api/generate",
+           "json": {"prompt": "x" * 2_000_000}, **common}  # fmt: skip
+    assert run_in_netns("lg-client", HTTP_PROBE, [big])["big"].get("status") == 413
