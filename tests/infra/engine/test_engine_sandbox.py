@@ -37,10 +37,11 @@ def test_en_02_engine_listens_on_loopback_only(host, spec, main_pid):
     assert host.run(f"curl -sf -o /dev/null -m 5 http://127.0.0.1:{spec.port}/v1/models").rc == 0
 
 
-def test_en_02_sandbox_exposure_at_most_2_5(host, spec):
+def test_en_02_sandbox_exposure_at_most_2_5(host, spec, capsys):
     report = host.check_output(f"systemd-analyze security --no-pager {spec.unit}")
     exposure = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", report).group(1))
-    print(f"systemd-analyze security {spec.unit}: exposure {exposure}")
+    with capsys.disabled():  # shown in the CI log, not only on failure
+        print(f"\n{host.backend.get_pytest_id()} {spec.unit}: systemd-analyze security exposure {exposure}")
     assert exposure <= MAX_EXPOSURE, report
 
 
