@@ -5,6 +5,11 @@ from __future__ import annotations
 import socket
 import subprocess
 
+from localguard_engines import engine
+
+# The lab's GPU hosts and their engines, as scripts/lab.py builds them.
+LAB_ENGINES = {"gpu1": engine("llama_cpp"), "gpu2": engine("ollama"), "gpu3": engine("vllm")}
+
 
 def podman(container: str, *cmd: str, user: str | None = None) -> subprocess.CompletedProcess:
     prefix = ["runuser", "-u", user, "--"] if user else []

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from localguard_engines import engine
-from probes import controller_tcp_open, podman, tcp_open
+from probes import LAB_ENGINES, controller_tcp_open, podman, tcp_open
 
 pytestmark = pytest.mark.lab
-LAB_ENGINES = {"gpu1": engine("llama_cpp"), "gpu2": engine("ollama"), "gpu3": engine("vllm")}
 
 
 @pytest.mark.parametrize("gpu", sorted(LAB_ENGINES))

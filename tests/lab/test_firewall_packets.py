@@ -14,13 +14,10 @@ from contextlib import contextmanager
 
 import pytest
 import yaml
-from localguard_engines import engine
 from playbook_runner import ROOT, run_playbook
-from probes import controller_tcp_open, podman, tcp_open
+from probes import LAB_ENGINES, controller_tcp_open, podman, tcp_open
 
 pytestmark = pytest.mark.lab
-# The lab's GPU hosts and their engines (scripts/lab.py).
-LAB_ENGINES = {"gpu1": engine("llama_cpp"), "gpu2": engine("ollama"), "gpu3": engine("vllm")}
 ENGINE_PORTS = {gpu: spec.port for gpu, spec in LAB_ENGINES.items()}
 ENGINE_ACCOUNTS = {gpu: spec.account for gpu, spec in LAB_ENGINES.items()}
 

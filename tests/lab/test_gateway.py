@@ -12,17 +12,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from localguard_engines import engine
 from netns import run_in_netns
 from playbook_runner import ROOT, run_playbook
-from probes import podman
+from probes import LAB_ENGINES, podman
 
 pytestmark = pytest.mark.lab
 LAB = ROOT / ".lab"
 CA_BUNDLE = LAB / "pki" / "ca.crt"
 CLIENTS = LAB / "pki" / "clients"
 INVENTORY = ROOT / "inventories" / "lab" / "hosts.yml"
-LAB_ENGINES = {"gpu1": engine("llama_cpp"), "gpu2": engine("ollama"), "gpu3": engine("vllm")}
 KEY_STATES = ("none", "wrong", "expired", "revoked", "valid")
 # One body that every route's request model accepts (extra fields are ignored).
 BODY = {"model": "lab", "messages": [{"role": "user", "content": "Say hi."}], "prompt": "Say hi.",
@@ -37,7 +35,7 @@ for req in json.load(sys.stdin):
         verify = ssl.create_default_context(cafile=req["verify"])
         verify.load_cert_chain(*req["cert"])
     try:
-        with httpx.Client(verify=verify, timeout=60) as client:
+        with httpx.Client(verify=verify, timeout=req.get("timeout", 60)) as client:
             response = client.request(req["method"], req["url"], headers=req.get("headers", {}),
                                       json=req.get("json"))
         results[req["id"]] = {"status": response.status_code, "body": response.text[:300]}
@@ -151,7 +149,7 @@ def test_gw_plain_http_is_refused(lab_hosts):
             "headers": headers_for("valid"),
         },
     ]
-    results = run_in_netns("lg-client", HTTP_PROBE.replace("timeout=60", "timeout=3"), requests)
+    results = run_in_netns("lg-client", HTTP_PROBE, [{**request, "timeout": 3} for request in requests])
     # nginx answers plain HTTP on its TLS port with 400 and forwards nothing; port 80 is closed.
     assert results["tls-port"].get("status") == 400, results
     assert "error" in results["port-80"], results
