@@ -8,7 +8,16 @@ from pathlib import Path
 from ansible.errors import AnsibleFilterError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "module_utils"))
-from localguard_engines import as_dict, listen_args, listen_env, routes  # noqa: E402
+from localguard_engines import (  # noqa: E402
+    as_dict,
+    listen_args,
+    listen_env,
+    loopback_port,
+    managed_env,
+    media_args,
+    problems,
+    routes,
+)
 
 
 def _guard(function, *args):
@@ -25,4 +34,14 @@ class FilterModule:
             "localguard_engine_listen_args": lambda kind, port: _guard(listen_args, kind, port),
             "localguard_engine_listen_env": lambda kind, port: _guard(listen_env, kind, port),
             "localguard_engine_routes": lambda kind: _guard(routes, kind),
+            "localguard_engine_port": lambda kind, port=0: _guard(loopback_port, kind, port),
+            "localguard_engine_managed_env": lambda kind, port, model_dir: _guard(
+                managed_env, kind, port, model_dir
+            ),
+            "localguard_engine_media_args": lambda kind, domains=None, local_path="": _guard(
+                media_args, kind, domains, local_path
+            ),
+            "localguard_engine_problems": lambda kind, command, extra_env, domains=None, local_path="": (
+                _guard(problems, kind, command, extra_env, domains, local_path)
+            ),
         }

@@ -17,6 +17,7 @@ from localguard_nftables import (  # noqa: E402
     FirewallDataError,
     address_sets,
     check_rate,
+    egress_gaps,
     render_rule,
     rules,
 )
@@ -103,5 +104,6 @@ class FilterModule:
             "localguard_nft_sets": nft_sets,
             "localguard_nft_rules": nft_rules,
             "localguard_nft_rate": nft_rate,
+            "localguard_nft_egress_gaps": egress_gaps,
             "localguard_host_addresses": host_addresses,
         }

@@ -251,3 +251,37 @@ def check_rate(value: object, where: str) -> str:
     if not RATE.match(text):
         raise FirewallDataError(f"{where}: '{text}' is not a rate like 10/minute")
     return text
+
+
+# Sets an enforced egress policy needs filled, with the variable that fills each and what the
+# host loses without it.
+EGRESS_ESSENTIALS = {
+    "resolvers": ("firewall_dns_servers", "resolve names"),
+    "ntp_servers": ("firewall_ntp_servers", "keep its clock"),
+    "mirrors": ("firewall_package_mirrors", "fetch security upgrades"),
+}
+
+
+def egress_gaps(
+    sets: Mapping[str, Mapping[str, Iterable[str]]], allow_empty: Iterable[str], host: str
+) -> str:
+    """Why an enforced egress policy would silently cut this host off, or "" when it would not.
+
+    `sets` is the validated output of localguard_nft_sets; `allow_empty` names the sets the
+    operator acknowledged as empty (an offline host).
+    """
+    acknowledged = set(allow_empty)
+    empty = [
+        name
+        for name in EGRESS_ESSENTIALS
+        if name not in acknowledged and not any(sets.get(name, {}).get(family) for family in ("v4", "v6"))
+    ]
+    if not empty:
+        return ""
+    described = ", ".join(f"{name} ({EGRESS_ESSENTIALS[name][0]})" for name in empty)
+    losses = ", ".join(EGRESS_ESSENTIALS[name][1] for name in empty)
+    return (
+        f"firewall_egress_enforce is on but {described} would be empty on {host}: the host could not"
+        f" {losses}, and a drifting clock breaks certificate, CRL and key expiry. Set the variables named, or"
+        f" acknowledge an intentionally offline host with firewall_egress_allow_empty: [{', '.join(empty)}]."
+    )

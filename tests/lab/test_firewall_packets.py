@@ -103,7 +103,26 @@ def test_fw_04_engine_account_reaches_nothing_but_loopback(ip, gpu):
         assert tcp_open(f"lg-{gpu}", ip["logs"], 6514), "root reaches the collector"
         assert not tcp_open(f"lg-{gpu}", ip["logs"], 6514, user=account)
         assert not tcp_open(f"lg-{gpu}", ip["ca1"], 53, user=account)
-    assert tcp_open(f"lg-{gpu}", "127.0.0.1", ENGINE_PORTS[gpu], user=account), "loopback stays open"
+    # Loopback stays open to it (the gateway's port; its own engine port is FW-08's).
+    assert tcp_open(f"lg-{gpu}", "127.0.0.1", 443, user=account), "loopback stays open"
+
+
+@pytest.mark.parametrize("gpu", ["gpu1", "gpu2", "gpu3"])
+def test_fw_08_only_the_gateway_and_root_reach_the_engine_on_loopback(gpu):
+    port, before = ENGINE_PORTS[gpu], counter(f"lg-{gpu}", "engine_local_drop")
+    # A local account refused, counted once per attempt...
+    assert not tcp_open(f"lg-{gpu}", "127.0.0.1", port, user="nobody")
+    assert counter(f"lg-{gpu}", "engine_local_drop") > before
+    # ...while root and the gateway's account (nginx workers) connect beside it.
+    assert tcp_open(f"lg-{gpu}", "127.0.0.1", port)
+    assert tcp_open(f"lg-{gpu}", "127.0.0.1", port, user="www-data")
+
+
+def test_fw_08_a_local_account_cannot_pull_a_model_with_no_key():
+    request = ["curl", "-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", "-d", "{}",
+               f"http://127.0.0.1:{ENGINE_PORTS['gpu2']}/api/pull"]  # fmt: skip
+    assert podman("lg-gpu2", *request, user="nobody").stdout == "000"
+    assert podman("lg-gpu2", *request).stdout == "200", "root still reaches the engine"
 
 
 def test_fw_05_counters_count_each_dropped_packet(ip):
@@ -146,3 +165,69 @@ def test_fw_06_lockout_rolls_back_by_itself(ip):
         assert time.monotonic() - play_ended < rollback + 5, "host did not roll back in its window"
         time.sleep(1)
     assert podman("lg-gpu3", "nft", "-s", "list", "table", "inet", "localguard").stdout == before
+
+
+def table_hash(container: str) -> str:
+    return podman(container, "sh", "-c", "nft -s list table inet localguard | sha256sum").stdout.split()[0]
+
+
+def applied_hash(container: str) -> str:
+    """What the role recorded as confirmed and applied."""
+    return podman(container, "cat", "/var/lib/localguard/firewall/applied.sha256").stdout.strip()
+
+
+@pytest.mark.parametrize(
+    "sequence",
+    [
+        ["systemctl restart nftables"],
+        ["systemctl stop nftables"],
+        # What a boot does: an empty ruleset, then both units in either order.
+        ["systemctl stop localguard-firewall nftables", "nft flush ruleset",
+         "systemctl start nftables", "systemctl start localguard-firewall"],
+        ["systemctl stop localguard-firewall nftables", "nft flush ruleset",
+         "systemctl start localguard-firewall", "systemctl start nftables"],
+    ],
+    ids=["restart", "stop", "boot-nftables-first", "boot-localguard-first"],
+)  # fmt: skip
+def test_fw_09_nftables_service_never_leaves_the_host_without_the_table(ip, sequence):
+    applied = applied_hash("lg-gpu1")
+    assert table_hash("lg-gpu1") == applied
+    for command in sequence:
+        assert podman("lg-gpu1", *command.split()).returncode == 0, command
+    assert table_hash("lg-gpu1") == applied
+    # Still enforced, not merely listed: the untrusted host reaches nothing, the client the gateway.
+    assert not tcp_open("lg-untrusted", ip["gpu1"], 22)
+    assert not tcp_open("lg-untrusted", ip["gpu1"], 443)
+    assert tcp_open("lg-client", ip["gpu1"], 443)
+
+
+def test_fw_06_rollback_that_fires_before_the_confirmation_fails_loudly(ip):
+    """More hosts than forks and a window shorter than arm -> disarm: the hosts roll back, and
+    the play must say so instead of recording the reverted table as applied."""
+    hosts = ("gpu1", "gpu2", "gpu3", "logs", "ca1")
+    before = {h: (table_hash(f"lg-{h}"), applied_hash(f"lg-{h}")) for h in hosts}
+    extra_rule = {"950 rollback race probe": {"proto": "tcp", "dport": 9, "saddr_set": "admins"}}
+    probe = {"firewall_input_rules_host": extra_rule, "firewall_rollback_seconds": 1}
+    inventory = ROOT / "inventories" / "lab" / "hosts.yml"
+    run = run_playbook(
+        ROOT / "harden.yml", inventory, "--tags", "firewall", "--forks", "2", "-e", json.dumps(probe)
+    )
+    assert run.rc != 0, "a rollback that fired before the confirmation passed silently"
+    rolled_back = [m for m in run.failure_messages() if "fired before the controller confirmed" in m]
+    assert rolled_back, run.failure_messages()
+    time.sleep(2)
+    for h in hosts:
+        live, applied = (
+            table_hash(f"lg-{h}"),
+            podman(f"lg-{h}", "cat", "/var/lib/localguard/firewall/applied.sha256").stdout,
+        )
+        if any(f"rollback on {h} " in m for m in rolled_back):
+            # The previous ruleset runs, and nothing claims the new one was applied.
+            assert (live, applied) == before[h], h
+        else:
+            assert applied == live, f"{h}: recorded hash is not the live table"
+    # The next normal run puts every host back on its configured ruleset and records it truthfully.
+    again = run_playbook(ROOT / "harden.yml", inventory, "--tags", "firewall")
+    assert again.rc == 0, again.failure_messages()
+    for h in hosts:
+        assert table_hash(f"lg-{h}") == before[h][0], h

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from netns import run_in_netns
+from netns import container_pid, run_in_netns
 from playbook_runner import ROOT, run_playbook
 from probes import LAB_ENGINES, podman
 
@@ -27,9 +29,10 @@ BODY = {"model": "lab", "messages": [{"role": "user", "content": "Say hi."}], "p
         "input": "hi", "text": "hi", "tokens": [1], "max_tokens": 4, "stream": False}  # fmt: skip
 
 HTTP_PROBE = r"""
-import json, ssl, sys, httpx
+import json, ssl, sys, time, httpx
 results = {}
 for req in json.load(sys.stdin):
+    time.sleep(req.get("pace", 0))  # stay under the per-address rate where a test is not about it
     verify = req.get("verify", True)
     if req.get("cert"):  # mTLS: present a client certificate
         verify = ssl.create_default_context(cafile=req["verify"])
@@ -87,6 +90,8 @@ def matrix(gateway_url) -> dict[str, dict]:
             "headers": headers_for(case[3]),
             "json": BODY if case[1] in {"POST", "PUT", "DELETE"} else None,
             "verify": str(CA_BUNDLE),
+            # Unauthenticated requests count against the per-address rate too (20/s in the lab).
+            "pace": 0.06,
         }
         for case in CASES
     ]
@@ -262,3 +267,83 @@ def test_gw_rate_limit_per_key_and_body_limit(gateway_url):
     big = {"id": "big", "method": "POST", "url": gateway_url("gpu2") + "/api/generate",
            "json": {"prompt": "x" * 2_000_000}, **common}  # fmt: skip
     assert run_in_netns("lg-client", HTTP_PROBE, [big])["big"].get("status") == 413
+
+
+def standin_log(container: str, unit: str) -> list[dict]:
+    """The requests the engine stand-in received, from its one-JSON-line-per-request journal."""
+    out = podman(container, "journalctl", "-u", unit, "-o", "cat", "--no-pager", "-n", "2000").stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"path"' in line]
+
+
+def test_ollama_standin_refuses_a_non_local_host_like_ollama():
+    curl = [
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-m",
+        "3",
+        "http://127.0.0.1:11434/api/tags",
+    ]
+    assert podman("lg-gpu2", *curl, "-H", "Host: gpu2.localguard.test").stdout == "403"
+    assert podman("lg-gpu2", *curl, "-H", "Host: localhost:11434").stdout == "200"
+
+
+def test_gw_engine_sees_a_loopback_host_the_peer_address_and_no_key(lab_hosts, gateway_url):
+    """A client that named the gateway by DNS still reaches Ollama, whose Host check refuses any
+    non-local name; the engine learns the caller from the gateway, not from headers it sent."""
+    marker = secrets.token_hex(8)
+    spoofed = {"X-Forwarded-For": "203.0.113.9", "X-Real-IP": "203.0.113.9", "Forwarded": "for=203.0.113.9"}
+    request = {"id": "dns", "method": "GET", "url": gateway_url("gpu2") + f"/api/tags?probe={marker}",
+               "headers": {**headers_for("valid"), "Host": "gpu2.localguard.test", **spoofed},
+               "verify": str(CA_BUNDLE)}  # fmt: skip
+    result = run_in_netns("lg-client", HTTP_PROBE, [request])["dns"]
+    assert result.get("status") == 200, result
+    seen = next(entry for entry in standin_log("lg-gpu2", "ollama.service") if marker in entry["path"])
+    client = lab_hosts["client"]["ansible_host"]
+    assert seen["host"] == "127.0.0.1:11434", seen
+    assert (seen["x_forwarded_for"], seen["x_real_ip"]) == (client, client), seen
+    assert seen["authorization"] is False, seen
+
+
+def test_gw_unauthenticated_flood_is_rate_limited_by_address(gateway_url):
+    url = gateway_url("gpu3") + "/v1/models"
+    flood = [{"id": f"f{i}", "method": "GET", "url": url, "verify": str(CA_BUNDLE)} for i in range(150)]
+    statuses = [r.get("status") for r in run_in_netns("lg-client", HTTP_PROBE, flood).values()]
+    time.sleep(3)  # let the per-address bucket refill for the tests after this one
+    assert statuses[0] == 401 and statuses.count(429) > 0, statuses
+    assert set(statuses) <= {401, 429}, statuses
+
+
+def test_gw_bearer_scheme_is_case_insensitive(gateway_url):
+    key = lab_keys()["valid"]
+    requests = [{"id": scheme, "method": "GET", "url": gateway_url("gpu3") + "/v1/models", "pace": 0.1,
+                 "headers": {"Authorization": f"{scheme} {key}"}, "verify": str(CA_BUNDLE)}
+                for scheme in ("Bearer", "bearer", "BEARER")]  # fmt: skip
+    results = run_in_netns("lg-client", HTTP_PROBE, requests)
+    assert {scheme: r.get("status") for scheme, r in results.items()} == dict.fromkeys(results, 200)
+
+
+@pytest.mark.parametrize(
+    ("group", "version", "accepted"),
+    [("X448", "-tls1_3", False), ("secp521r1", "-tls1_3", False), ("secp521r1", "-tls1_2", False),
+     ("X25519", "-tls1_3", True), ("P-256", "-tls1_2", True), ("P-384", "-tls1_3", True)],
+)  # fmt: skip
+def test_gw_key_exchange_groups_are_mozilla_intermediate(lab_hosts, group, version, accepted):
+    """A client offering only X448 or secp521r1 fails; X25519, P-256 and P-384 work. (OpenSSL's own
+    defaults would accept all of them, so only the gateway's setting refuses the first two.)"""
+    gateway = f"{lab_hosts['gpu2']['ansible_host']}:443"
+    handshake = subprocess.run(
+        ["nsenter", "-t", str(container_pid("lg-client")), "-n", "openssl", "s_client", "-connect", gateway,
+         "-groups", group, version, "-CAfile", str(CA_BUNDLE), "-verify_return_error"],
+        input="", capture_output=True, text=True, timeout=15,
+    )  # fmt: skip
+    assert (handshake.returncode == 0) == accepted, handshake.stdout[-500:] + handshake.stderr[-500:]
+
+
+def test_gw_nginx_offers_no_tls_below_1_2_anywhere():
+    loaded = podman("lg-gpu2", "nginx", "-T").stdout
+    protocols = re.findall(r"^\s*ssl_protocols\s+([^;]*);", loaded, flags=re.MULTILINE)
+    assert protocols and all(p.split() == ["TLSv1.2", "TLSv1.3"] for p in protocols), protocols

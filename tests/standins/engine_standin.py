@@ -6,16 +6,24 @@ endpoint allowlist and auth rules can be tested against the real paths, includin
 admin ones. It is test infrastructure: it runs no model. Standard library only, so it runs on a
 lab host's system python3 without network.
 
-Every request is logged to stdout (the journal) as one JSON line with the method and path, which
-lets tests prove that a blocked request never reached the engine.
+Every request is logged to stdout (the journal) as one JSON line with the method, path, status and
+the headers a gateway is responsible for (Host, X-Forwarded-For, X-Real-IP, and whether an
+Authorization header arrived: never its value), which lets tests prove that a blocked request never
+reached the engine and that the gateway strips the key.
+
+As `--api ollama` it also refuses requests the way real Ollama does when bound to loopback: 403 to
+a Host header that is not local (server/routes.go, allowedHostsMiddleware), so a gateway that
+forwards the client's DNS name fails here as it would in production.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -155,6 +163,124 @@ def route(api: str, method: str, path: str, body: dict) -> Reply:
     return handler(body)
 
 
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Ollama's own list (server/routes.go, allowedHost): names under these suffixes are always local.
+OLLAMA_LOCAL_TLDS = ("localhost", "local", "internal")
+
+
+def split_host_port(hostport: str) -> tuple[str, str]:
+    """Go's net.SplitHostPort, error for error: ValueError where Go returns an error."""
+    i = hostport.rfind(":")
+    if i < 0:
+        raise ValueError("missing port in address")
+    j = k = 0
+    if hostport[0] == "[":
+        end = hostport.find("]")
+        if end < 0:
+            raise ValueError("missing ']' in address")
+        if end + 1 == len(hostport):
+            raise ValueError("missing port in address")
+        if end + 1 != i:
+            raise ValueError("too many colons in address" if hostport[end + 1] == ":" else "missing port")
+        host, j, k = hostport[1:end], 1, end + 1
+    else:
+        host = hostport[:i]
+        if ":" in host:
+            raise ValueError("too many colons in address")
+    if "[" in hostport[j:] or "]" in hostport[k:]:
+        raise ValueError("unexpected bracket in address")
+    return host, hostport[i + 1 :]
+
+
+def parse_addr(text: str) -> IP | None:
+    """Go's netip.ParseAddr: a bare IPv4 or IPv6 address (zone allowed), no brackets, no port."""
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _unmap(ip: IP) -> IP:
+    return ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip
+
+
+def go_is_loopback(ip: IP) -> bool:
+    ip = _unmap(ip)
+    return ip.packed[0] == 127 if ip.version == 4 else ip == ipaddress.IPv6Address("::1")
+
+
+def go_is_private(ip: IP) -> bool:
+    """netip.Addr.IsPrivate: RFC 1918 and fc00::/7 only (Python's is_private covers far more)."""
+    ip = _unmap(ip)
+    b = ip.packed
+    if ip.version == 4:
+        return b[0] == 10 or (b[0] == 172 and b[1] & 0xF0 == 16) or (b[0] == 192 and b[1] == 168)
+    return b[0] & 0xFE == 0xFC
+
+
+def go_is_unspecified(ip: IP) -> bool:
+    # Go compares with 0.0.0.0 and :: exactly, without unmapping ::ffff:0.0.0.0.
+    return ip in (ipaddress.IPv4Address("0.0.0.0"), ipaddress.IPv6Address("::"))
+
+
+def local_addresses() -> set[IP]:
+    """Addresses on this machine's interfaces (Ollama's isLocalIP walks net.Interfaces per request)."""
+    found: set[IP] = set()
+    with contextlib.suppress(OSError):
+        current = None
+        for line in open("/proc/net/fib_trie", encoding="ascii"):  # noqa: SIM115 - short read
+            if "|--" in line:
+                current = line.split("|--", 1)[1].strip()
+            elif "/32 host LOCAL" in line and current:
+                found.add(ipaddress.IPv4Address(current))
+    with contextlib.suppress(OSError):
+        for line in open("/proc/net/if_inet6", encoding="ascii"):  # noqa: SIM115 - short read
+            found.add(ipaddress.IPv6Address(bytes.fromhex(line.split()[0])))
+    return found
+
+
+def ollama_allowed_host(host: str, hostname: str) -> bool:
+    """server/routes.go allowedHost: empty, localhost, the machine's hostname, or a local TLD."""
+    host = host.lower()
+    if host in ("", "localhost") or host == hostname.lower():
+        return True
+    return any(host.endswith("." + tld) for tld in OLLAMA_LOCAL_TLDS)
+
+
+def ollama_host_check(
+    bind_host: str,
+    host_header: str,
+    method: str,
+    hostname: str | None = None,
+    local_ips: set[IP] | None = None,
+) -> int | None:
+    """server/routes.go allowedHostsMiddleware: the status Ollama aborts with, or None to go on.
+
+    The check applies only while Ollama listens on a loopback address: bound to anything else it
+    lets every Host through (the operator opened it on purpose).
+    """
+    bind = parse_addr(bind_host)
+    if bind is not None and not go_is_loopback(bind):
+        return None
+    try:
+        host, _ = split_host_port(host_header)
+    except ValueError:
+        host = host_header
+    addr = parse_addr(host)
+    if addr is not None and (
+        go_is_loopback(addr)
+        or go_is_private(addr)
+        or go_is_unspecified(addr)
+        or addr in (local_addresses() if local_ips is None else local_ips)
+    ):
+        return None
+    if ollama_allowed_host(host, socket.gethostname() if hostname is None else hostname):
+        # Allowed CORS preflights end here, as in Ollama, with 204 and no body.
+        return 204 if method == "OPTIONS" else None
+    return 403
+
+
 def make_handler(api: str) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = f"{api}-standin"
@@ -162,21 +288,47 @@ def make_handler(api: str) -> type[BaseHTTPRequestHandler]:
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
+            refused = (
+                ollama_host_check(self.server.server_address[0], self.headers.get("Host", ""), self.command)
+                if api == "ollama"
+                else None
+            )
+            if refused is not None:
+                # gin's AbortWithStatus: the status alone, no body, no Content-Type.
+                self._reply(refused, None)
+                return
             try:
                 body = json.loads(raw) if raw else {}
             except json.JSONDecodeError:
                 body = {}
             status, payload = route(api, self.command, self.path, body if isinstance(body, dict) else {})
+            self._reply(status, payload)
+
+        def _reply(self, status: int, payload: dict | list | None) -> None:
             data = b"" if payload is None else json.dumps(payload).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            if payload is not None:
+                self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
-            print(json.dumps({"method": self.command, "path": self.path, "status": status}), flush=True)
+            self._log(status)
 
-        do_GET = do_POST = do_DELETE = do_HEAD = do_PUT = _handle
+        def _log(self, status: int) -> None:
+            # What the gateway is answerable for, as received: the key's presence, never its value.
+            line = {
+                "method": self.command,
+                "path": self.path,
+                "status": status,
+                "host": self.headers.get("Host"),
+                "x_forwarded_for": self.headers.get("X-Forwarded-For"),
+                "x_real_ip": self.headers.get("X-Real-IP"),
+                "authorization": "Authorization" in self.headers,
+            }
+            print(json.dumps(line), flush=True)
+
+        do_GET = do_POST = do_DELETE = do_HEAD = do_PUT = do_OPTIONS = _handle
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
             return  # one JSON line per request is printed by _handle instead
@@ -187,12 +339,36 @@ def make_handler(api: str) -> type[BaseHTTPRequestHandler]:
 DEFAULT_PORTS = {"ollama": 11434, "vllm": 8000}
 
 
+def ollama_host(value: str) -> tuple[str, int]:
+    """envconfig.Host(): OLLAMA_HOST as Ollama reads it ([scheme://]host[:port][/path])."""
+    value = value.strip().strip("\"'")
+    default_port = "11434"
+    scheme, sep, hostport = value.partition("://")
+    if not sep:
+        hostport = value
+    elif scheme == "http":
+        default_port = "80"
+    elif scheme == "https":
+        default_port = "443"
+    hostport = hostport.split("/", 1)[0]
+    try:
+        host, port = split_host_port(hostport)
+    except ValueError:
+        host, port = "127.0.0.1", default_port
+        if (ip := parse_addr(hostport.strip("[]"))) is not None:
+            host = str(ip)
+        elif hostport:
+            host = hostport
+    if not port.isdigit() or int(port) > 65535:
+        port = default_port
+    return host or "", int(port)
+
+
 def listen_address(api: str, host: str | None, port: int | None, environ: dict[str, str]) -> tuple[str, int]:
-    """Flags win; Ollama, like the real server, also reads OLLAMA_HOST=host:port."""
+    """Flags win; Ollama, like the real server, also reads OLLAMA_HOST."""
     env_host, env_port = "127.0.0.1", DEFAULT_PORTS[api]
-    if api == "ollama" and environ.get("OLLAMA_HOST"):
-        env_host, _, raw_port = environ["OLLAMA_HOST"].rpartition(":")
-        env_port = int(raw_port)
+    if api == "ollama":
+        env_host, env_port = ollama_host(environ.get("OLLAMA_HOST", ""))
     return host or env_host, port or env_port
 
 
@@ -201,10 +377,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api", choices=sorted(APIS), required=True)
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
+    # vLLM's media restrictions, which the engine role adds to a vLLM command line: accepted, so the
+    # stand-in starts under the same ExecStart=, and reported; it fetches no media anyway.
+    parser.add_argument("--allowed-media-domains", nargs="+")
+    parser.add_argument("--allowed-local-media-path")
     args = parser.parse_args(argv)
     host, port = listen_address(args.api, args.host, args.port, dict(os.environ))
     server = ThreadingHTTPServer((host, port), make_handler(args.api))
-    print(json.dumps({"listening": f"{host}:{port}", "api": args.api}), flush=True)
+    started = {"listening": f"{host}:{port}", "api": args.api}
+    if args.allowed_media_domains is not None:
+        started["allowed_media_domains"] = args.allowed_media_domains
+    print(json.dumps(started), flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
     return 0

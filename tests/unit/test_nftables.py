@@ -4,6 +4,7 @@ from localguard_nftables import (
     address_set,
     address_sets,
     check_rate,
+    egress_gaps,
     parse_ports,
     render_rule,
     rules,
@@ -141,3 +142,18 @@ def test_errors_name_the_layer_the_bad_entry_came_from():
         address_sets({"admins": []}, {"admins": ["10.0.0.1/8"]}, None)
     with pytest.raises(FirewallDataError, match="firewall_input_rules_group must be a dict"):
         render({}, group=["not", "a", "dict"])
+
+
+def test_enforced_egress_with_empty_essential_sets_is_named_with_its_variable():
+    sets = {
+        "resolvers": {"v4": ["10.0.0.53/32"], "v6": []},
+        "ntp_servers": {"v4": [], "v6": []},
+        "mirrors": {},
+    }
+    message = egress_gaps(sets, [], "gpu-a01")
+    assert "ntp_servers (firewall_ntp_servers), mirrors (firewall_package_mirrors)" in message
+    assert "resolvers" not in message.split("would be empty")[0]
+    assert "gpu-a01" in message and "firewall_egress_allow_empty: [ntp_servers, mirrors]" in message
+    assert egress_gaps(sets, ["ntp_servers", "mirrors"], "gpu-a01") == ""
+    # An IPv6-only resolver set counts as filled.
+    assert "resolvers" not in egress_gaps({"resolvers": {"v6": ["2001:db8::53/128"]}}, [], "h")

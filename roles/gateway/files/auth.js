@@ -9,7 +9,8 @@ const KEYS_FILE = '/etc/localguard/gateway/api-keys.json';
 
 function keyId(r) {
     const header = r.headersIn.Authorization || '';
-    const match = header.match(/^Bearer\s+(\S+)$/);
+    // RFC 9110: the scheme is case-insensitive ("bearer" is as valid as "Bearer").
+    const match = header.match(/^Bearer\s+(\S+)$/i);
     if (!match) {
         return '';
     }
@@ -27,4 +28,9 @@ function keyId(r) {
     return record.id;
 }
 
-export default { keyId };
+function forbidden(r) {
+    r.headersOut['Content-Type'] = 'application/json';
+    r.return(403, '{"error":"endpoint not allowed by the gateway"}');
+}
+
+export default { keyId, forbidden };

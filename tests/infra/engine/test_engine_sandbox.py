@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 
 import pytest
 from localguard_engines import engine
@@ -64,11 +65,56 @@ def test_en_02_models_read_only_and_localguard_secrets_hidden(host, spec):
     assert "/etc/localguard" in props["InaccessiblePaths"]
 
 
-def test_en_04_telemetry_and_downloads_off(host, spec, main_pid):
+@pytest.fixture(scope="module")
+def environ(host, main_pid) -> dict[str, str]:
     lines = host.check_output(f"tr '\\0' '\\n' < /proc/{main_pid}/environ").splitlines()
-    environ = dict(line.split("=", 1) for line in lines if "=" in line)
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def test_en_04_telemetry_and_downloads_off(spec, environ):
     for name, value in spec.telemetry_env:
         assert environ.get(name) == value, name
+
+
+def in_engine_namespace(host, main_pid: int, script: str):
+    """Run as root inside the engine's mount namespace: what the unit's mounts allow, nothing more."""
+    # Under PrivateUsers= the mount namespace belongs to the unit's own user namespace, which must be
+    # entered first (a container has no CAP_SYS_ADMIN of its own to enter it directly).
+    same_userns = host.run(f'[ "$(readlink /proc/{main_pid}/ns/user)" = "$(readlink /proc/self/ns/user)" ]')
+    namespaces = "-m" if same_userns.rc == 0 else "-U -m"
+    return host.run(f"nsenter -t {main_pid} {namespaces} sh -c {shlex.quote(script)}")
+
+
+def probe_write(host, main_pid: int, directory: str):
+    probe = f"{directory}/.localguard-write-probe"
+    return in_engine_namespace(host, main_pid, f"mkdir -p {directory} && touch {probe} && rm -f {probe}")
+
+
+def test_en_02_model_store_is_read_only_for_the_engine(host, spec, hostvars, main_pid, environ):
+    model_dir = hostvars.get("engine_model_dir", "/opt/models")
+    if spec.kind == "ollama":
+        # Where Ollama itself keeps models (envconfig.Models): OLLAMA_MODELS, else ~/.ollama/models,
+        # which would sit in the engine's writable state directory.
+        store = environ.get("OLLAMA_MODELS") or f"{environ.get('HOME', '')}/.ollama/models"
+        assert store == model_dir, environ
+    refused = probe_write(host, main_pid, model_dir)
+    assert refused.rc != 0 and "Read-only file system" in refused.stderr, refused.stderr
+    # Beside it, the same write into the engine's state directory works: the probe itself is sound.
+    state = host.check_output(f"systemctl show -p StateDirectory --value {spec.unit}").split()[0]
+    allowed = probe_write(host, main_pid, f"/var/lib/{state}")
+    assert allowed.rc == 0, allowed.stderr
+
+
+def test_en_04_vllm_fetches_no_media_url_it_was_not_told_to(spec, environ, main_pid, host):
+    if spec.kind != "vllm":
+        pytest.skip("only vLLM fetches media URLs named in request bodies")
+    argv = host.check_output(f"tr '\\0' '\\n' < /proc/{main_pid}/cmdline").splitlines()
+    # An empty --allowed-media-domains means "any host" to vLLM: a value must follow the flag.
+    assert "--allowed-media-domains" in argv, argv
+    assert not argv[argv.index("--allowed-media-domains") + 1].startswith("-"), argv
+    for flag in ("--trust-request-chat-template", "--enable-prompt-embeds"):
+        assert flag not in argv, argv
+    assert environ.get("VLLM_MEDIA_URL_ALLOW_REDIRECTS") == "0"
 
 
 def test_en_04_no_secret_on_the_engine_command_line(host, main_pid):

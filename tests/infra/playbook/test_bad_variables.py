@@ -23,7 +23,32 @@ BAD_VARIABLES = [
     ("firewall", "firewall_input_rules_host", {"900 x": {"proto": "tcp", "dport": 70000}}, "port '70000'"),
     ("firewall", "firewall_log_rate", "lots", "is not a rate"),
     ("pki", "pki_cert_valid_days", "ninety", "cannot be converted to an int"),
-    ("engine", "engine_kind", "triton", "must be one of"),
+    ("engine", "localguard_engine", "triton", "must be one of"),
+    ("engine", "engine_extra_environment", {"HF_HUB_OFFLINE": "0"}, "HF_HUB_OFFLINE is set by the role"),
+    ("engine", "engine_extra_environment", {"HTTPS_PROXY": "http://127.0.0.1:3128"}, "through a proxy"),
+    (
+        "engine",
+        "engine_command",
+        ["/usr/bin/python3", "-m", "x", "--host", "0.0.0.0"],
+        "sets where the engine listens",
+    ),
+    ("engine", "engine_vllm_allowed_media_domains", ["https://evil.example/"], "is not a host name"),
+    # Secrets published in inventories/example, whatever the inventory.
+    ("pki", "pki_ca_passphrase", "example-only-ca-passphrase-change-me", "secrets everyone knows"),
+    (
+        "gateway",
+        "gateway_api_keys",
+        [
+            {
+                "id": "copied",
+                "key": "lgk_example-only-key-replace-me-0123456789abcdef",
+                "not_after": "2099-01-01T00:00:00Z",
+                "status": "active",
+            }
+        ],
+        "secrets everyone knows",
+    ),
+    ("firewall", "firewall_egress_allow_empty", [], "would be empty"),
     ("gateway", "gateway_api_keys", [{"id": "no-key"}], "missing required arguments"),
     ("gateway", "gateway_rate_per_key", ["10r/s"], "gateway_rate_per_key"),
 ]
