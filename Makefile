@@ -43,11 +43,13 @@ molecule: image
 	  MOLECULE_EPHEMERAL_DIRECTORY=$(CURDIR)/.cache/molecule/$$s $(BIN)/molecule test -s $$s; \
 	done
 
-# The lab fleet over real SSH: build it, then `make demo` rebuilds it over the running one (what
-# a second `make demo` does) and hardens it; then check it from this machine.
+# The lab fleet over real SSH: build it and walk a new operator's first day on the fresh hosts
+# (a copy of inventories/example), then `make demo` rebuilds it over the running one (what a
+# second `make demo` does) and hardens it; then check it from this machine.
 lab-test: lab
+	$(BIN)/pytest -p no:cacheprovider tests/lab -m fresh_lab
 	$(MAKE) demo
-	$(BIN)/pytest -p no:cacheprovider tests/infra tests/lab \
+	$(BIN)/pytest -p no:cacheprovider tests/infra tests/lab -m 'not fresh_lab' \
 	  --ansible-inventory=inventories/lab/hosts.yml --connection=ansible \
 	  --hosts='gpu_hosts,log_collectors,ca'
 

@@ -40,3 +40,9 @@ def lab_admin(lab_inventory) -> dict[str, str]:
         "password": (LAB / f"{vars_['ansible_user']}.password").read_text().strip(),
         "known_hosts": str(LAB / "ssh" / "known_hosts"),
     }
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers", "fresh_lab: needs lab hosts never hardened yet; run before `make demo` (make lab-test)"
+    )

@@ -167,6 +167,14 @@ def test_fw_06_lockout_rolls_back_by_itself(ip):
     assert podman("lg-gpu3", "nft", "-s", "list", "table", "inet", "localguard").stdout == before
 
 
+FOREIGN_TABLE = """table inet foreign {
+    chain c {
+        type filter hook input priority 10;
+        tcp dport 9999 counter
+    }
+}"""
+
+
 def table_hash(container: str) -> str:
     return podman(container, "sh", "-c", "nft -s list table inet localguard | sha256sum").stdout.split()[0]
 
@@ -206,6 +214,8 @@ def test_fw_06_rollback_that_fires_before_the_confirmation_fails_loudly(ip):
     the play must say so instead of recording the reverted table as applied."""
     hosts = ("gpu1", "gpu2", "gpu3", "logs", "ca1")
     before = {h: (table_hash(f"lg-{h}"), applied_hash(f"lg-{h}")) for h in hosts}
+    # Someone else's table (Docker's, podman's, an operator's) must come through every apply intact.
+    assert podman("lg-gpu1", "sh", "-c", f"echo '{FOREIGN_TABLE}' | nft -f -").returncode == 0
     extra_rule = {"950 rollback race probe": {"proto": "tcp", "dport": 9, "saddr_set": "admins"}}
     probe = {"firewall_input_rules_host": extra_rule, "firewall_rollback_seconds": 1}
     inventory = ROOT / "inventories" / "lab" / "hosts.yml"
@@ -217,10 +227,7 @@ def test_fw_06_rollback_that_fires_before_the_confirmation_fails_loudly(ip):
     assert rolled_back, run.failure_messages()
     time.sleep(2)
     for h in hosts:
-        live, applied = (
-            table_hash(f"lg-{h}"),
-            podman(f"lg-{h}", "cat", "/var/lib/localguard/firewall/applied.sha256").stdout,
-        )
+        live, applied = table_hash(f"lg-{h}"), applied_hash(f"lg-{h}")
         if any(f"rollback on {h} " in m for m in rolled_back):
             # The previous ruleset runs, and nothing claims the new one was applied.
             assert (live, applied) == before[h], h
@@ -231,3 +238,6 @@ def test_fw_06_rollback_that_fires_before_the_confirmation_fails_loudly(ip):
     assert again.rc == 0, again.failure_messages()
     for h in hosts:
         assert table_hash(f"lg-{h}") == before[h][0], h
+    survivor = podman("lg-gpu1", "nft", "list", "table", "inet", "foreign")
+    podman("lg-gpu1", "nft", "delete", "table", "inet", "foreign")
+    assert "tcp dport 9999 counter" in survivor.stdout, survivor.stdout + survivor.stderr

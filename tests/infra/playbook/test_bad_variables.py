@@ -49,6 +49,7 @@ BAD_VARIABLES = [
         "secrets everyone knows",
     ),
     ("firewall", "firewall_egress_allow_empty", [], "would be empty"),
+    ("firewall", "firewall_sets_group", {"clients": []}, "No client may reach the gateway"),
     ("gateway", "gateway_api_keys", [{"id": "no-key"}], "missing required arguments"),
     ("gateway", "gateway_rate_per_key", ["10r/s"], "gateway_rate_per_key"),
 ]
