@@ -6,8 +6,10 @@ export CONTAINERS_CONF := $(CURDIR)/lab/containers.conf
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 SCENARIOS := $(notdir $(wildcard molecule/*))
+# Every pytest run of `make test` reports here; scripts/test-summary.py reads them at the end.
+JUNIT := $(CURDIR)/.cache/junit
 
-.PHONY: bootstrap image lab lab-down demo harden test lint unit molecule lab-test bench clean
+.PHONY: bootstrap image lab lab-down demo harden test clean-reports lint unit molecule lab-test bench clean
 
 bootstrap:  ## apt packages, machine settings, pinned venv
 	bash scripts/bootstrap.sh
@@ -31,29 +33,36 @@ lint: bootstrap
 	$(BIN)/ansible-lint --profile production
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/control-coverage.py
 
 unit: bootstrap
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest tests/unit --junitxml=$(JUNIT)/unit.xml
 
 # Each scenario keeps its state under .cache (not `molecule reset`, which removes every Molecule
 # container on the machine, other projects' included).
 molecule: image
 	set -e; for s in $(SCENARIOS); do \
 	  scripts/molecule-fresh.sh $$s; \
-	  MOLECULE_EPHEMERAL_DIRECTORY=$(CURDIR)/.cache/molecule/$$s $(BIN)/molecule test -s $$s; \
+	  PYTEST_ADDOPTS=--junitxml=$(JUNIT)/molecule-$$s.xml \
+	    MOLECULE_EPHEMERAL_DIRECTORY=$(CURDIR)/.cache/molecule/$$s $(BIN)/molecule test -s $$s; \
 	done
 
 # The lab fleet over real SSH: build it and walk a new operator's first day on the fresh hosts
 # (a copy of inventories/example), then `make demo` rebuilds it over the running one (what a
 # second `make demo` does) and hardens it; then check it from this machine.
 lab-test: lab
-	$(BIN)/pytest -p no:cacheprovider tests/lab -m fresh_lab
+	$(BIN)/pytest -p no:cacheprovider tests/lab -m fresh_lab --junitxml=$(JUNIT)/lab-fresh.xml
 	$(MAKE) demo
-	$(BIN)/pytest -p no:cacheprovider tests/infra tests/lab -m 'not fresh_lab' \
+	$(BIN)/pytest -p no:cacheprovider tests/infra tests/lab -m 'not fresh_lab' --junitxml=$(JUNIT)/lab.xml \
 	  --ansible-inventory=inventories/lab/hosts.yml --connection=ansible \
 	  --hosts='gpu_hosts,log_collectors,ca'
 
-test: lint unit molecule lab-test  ## everything CI runs
+# A stage whose runner found no test (Molecule's verifier only warns) fails the run here.
+test: clean-reports lint unit molecule lab-test  ## everything CI runs
+	$(BIN)/python scripts/test-summary.py $(JUNIT) unit $(addprefix molecule-,$(SCENARIOS)) lab-fresh lab
+
+clean-reports:
+	rm -rf $(JUNIT)
 
 bench: demo  ## benchmarks: they print ratios measured in one run, they assert nothing
 	$(BIN)/python bench/firewall_sets.py

@@ -170,6 +170,12 @@ def install_engine(host: LabHost) -> None:
     run("podman", "cp", str(ROOT / "tests" / "standins" / "engine_standin.py"),
         f"{host.container}:/opt/lab-standin/engine_standin.py")  # fmt: skip
     run("podman", "cp", str(ROOT / "lab" / "units" / unit), f"{host.container}:/etc/systemd/system/{unit}")
+    # An operator's `systemctl edit` override, as real installs collect them: the role must still win.
+    dropins = ROOT / "lab" / "units" / f"{unit}.d"
+    if dropins.is_dir():
+        run("podman", "exec", host.container, "mkdir", "-p", f"/etc/systemd/system/{unit}.d")
+        for dropin in sorted(dropins.glob("*.conf")):
+            run("podman", "cp", str(dropin), f"{host.container}:/etc/systemd/system/{unit}.d/{dropin.name}")
     podman_exec(host, f"systemctl daemon-reload\nsystemctl enable --now {unit}\n")
 
 
@@ -229,6 +235,8 @@ def write_lab_secrets() -> None:
     (LAB_DIR / "ca.passphrase").write_text(secrets.token_urlsafe(32) + "\n")
     keys = [
         {"id": "lab-valid", "not_after": "2099-01-01T00:00:00Z", "status": "active"},
+        # A second valid key: the per-key rate limit must not spill over to other keys.
+        {"id": "lab-second", "not_after": "2099-01-01T00:00:00Z", "status": "active"},
         {"id": "lab-expired", "not_after": "2020-01-01T00:00:00Z", "status": "active"},
         {"id": "lab-revoked", "not_after": "2099-01-01T00:00:00Z", "status": "revoked"},
     ]

@@ -34,6 +34,17 @@ class PlaybookRun:
             if result.get("changed")
         ]
 
+    def ran_on(self, task_prefix: str) -> list[str]:
+        """Hosts on which a task whose name starts with `task_prefix` ran (was not skipped)."""
+        return sorted(
+            host
+            for play in self.plays
+            for task in play["tasks"]
+            if task["task"]["name"].startswith(task_prefix)
+            for host, result in task["hosts"].items()
+            if not result.get("skipped")
+        )
+
     def failure_messages(self) -> list[str]:
         """Messages of failed results, looking inside loop items too."""
         failed = [

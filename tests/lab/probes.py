@@ -28,3 +28,20 @@ def controller_tcp_open(address: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def tcp_probe(src: str, address: str, port: int) -> str:
+    """'open', 'refused' (a RST: nothing listens, nothing filters) or 'timeout' (dropped), as seen
+    from inside lab host `src`; a probe that breaks says so instead of passing as 'closed'."""
+    script = (
+        "import socket\n"
+        "try:\n"
+        f"    socket.create_connection(('{address}', {port}), timeout=1).close(); print('open')\n"
+        "except ConnectionRefusedError:\n"
+        "    print('refused')\n"
+        "except TimeoutError:\n"
+        "    print('timeout')\n"
+    )
+    result = podman(src, "python3", "-c", script)
+    assert result.returncode == 0 and result.stdout.strip(), f"probe from {src} broke: {result.stderr}"
+    return result.stdout.strip()

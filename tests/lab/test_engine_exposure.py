@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
-from probes import LAB_ENGINES, controller_tcp_open, podman, tcp_open
+from probes import LAB_ENGINES, controller_tcp_open, podman, tcp_open, tcp_probe
 
 pytestmark = pytest.mark.lab
 
@@ -30,3 +31,39 @@ def test_real_completion_from_the_sandboxed_llama_cpp_engine():
     completion = json.loads(reply.stdout)
     assert completion["choices"][0]["message"]["content"].strip()
     assert completion["usage"]["completion_tokens"] > 0
+
+
+def input_drops(container: str) -> int:
+    out = podman(container, "nft", "-j", "list", "counter", "inet", "localguard", "input_drop").stdout
+    return next(i["counter"]["packets"] for i in json.loads(out)["nftables"] if "counter" in i)
+
+
+def test_fw_02_firewall_alone_drops_the_engine_port(lab_hosts):
+    """Something listening on the engine port of the external address (as an engine bound to
+    0.0.0.0 would be): the firewall alone keeps the client out, and counts it."""
+    address, port = lab_hosts["gpu2"]["ansible_host"], LAB_ENGINES["gpu2"].port
+    podman("lg-gpu2", "systemd-run", "--unit=lab-exposed-engine", "--", "nc", "-lk", address, str(port))
+    try:
+        deadline = time.monotonic() + 5
+        while not podman("lg-gpu2", "ss", "-Htln", f"src {address} and sport = :{port}").stdout.strip():
+            assert time.monotonic() < deadline, "exposed listener did not start"
+            time.sleep(0.1)
+        before = input_drops("lg-gpu2")
+        assert tcp_probe("lg-client", address, port) == "timeout"
+        assert input_drops("lg-gpu2") > before
+        assert tcp_probe("lg-client", address, 443) == "open", "the same prober reaches the gateway"
+    finally:
+        podman("lg-gpu2", "systemctl", "stop", "lab-exposed-engine")
+
+
+def test_en_02_loopback_bind_alone_keeps_the_engine_off_the_network(lab_hosts):
+    """With the firewall's table removed, the engine's own bind still refuses (RST) remote callers
+    on its port, while SSH beside it answers the same prober."""
+    address, port = lab_hosts["gpu2"]["ansible_host"], LAB_ENGINES["gpu2"].port
+    assert podman("lg-gpu2", "nft", "delete", "table", "inet", "localguard").returncode == 0
+    try:
+        assert tcp_probe("lg-client", address, 22) == "open", "firewall off: SSH reachable from the client"
+        assert tcp_probe("lg-client", address, port) == "refused"
+    finally:
+        assert podman("lg-gpu2", "systemctl", "restart", "localguard-firewall").returncode == 0
+    assert tcp_probe("lg-client", address, 22) == "timeout", "the firewall is back"

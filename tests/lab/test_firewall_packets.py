@@ -139,12 +139,16 @@ def test_fw_05_counters_count_each_dropped_packet(ip):
     assert counter("lg-gpu1", "engine_egress_drop") - before["engine"] == 3
 
 
+def lab_rollback_seconds() -> int:
+    lab_vars = yaml.safe_load((ROOT / "inventories" / "lab" / "group_vars" / "all.yml").read_text())
+    return int(lab_vars["firewall_rollback_seconds"])
+
+
 def test_fw_06_lockout_rolls_back_by_itself(ip):
     host, address = "gpu3", ip["gpu3"]
     before = podman("lg-gpu3", "nft", "-s", "list", "table", "inet", "localguard").stdout
     assert controller_tcp_open(address, 22)
-    lab_vars = yaml.safe_load((ROOT / "inventories" / "lab" / "group_vars" / "all.yml").read_text())
-    rollback = int(lab_vars["firewall_rollback_seconds"])
+    rollback = lab_rollback_seconds()
     run = run_playbook(
         ROOT / "harden.yml",
         ROOT / "inventories" / "lab" / "hosts.yml",
@@ -236,8 +240,11 @@ def test_fw_06_rollback_that_fires_before_the_confirmation_fails_loudly(ip):
     # The next normal run puts every host back on its configured ruleset and records it truthfully.
     again = run_playbook(ROOT / "harden.yml", inventory, "--tags", "firewall")
     assert again.rc == 0, again.failure_messages()
+    # Disarmed for real, not merely "no timer running": past the window the table is still the one
+    # confirmed (the hosts this run re-applied armed a fresh rollback).
+    time.sleep(lab_rollback_seconds() + 2)
     for h in hosts:
-        assert table_hash(f"lg-{h}") == before[h][0], h
+        assert table_hash(f"lg-{h}") == before[h][0] == applied_hash(f"lg-{h}"), h
     survivor = podman("lg-gpu1", "nft", "list", "table", "inet", "foreign")
     podman("lg-gpu1", "nft", "delete", "table", "inet", "foreign")
     assert "tcp dport 9999 counter" in survivor.stdout, survivor.stdout + survivor.stderr

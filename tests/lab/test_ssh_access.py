@@ -20,7 +20,8 @@ def address(request, lab_hosts) -> str:
     return lab_hosts[request.param]["ansible_host"]
 
 
-def test_bl_ssh_key_login_works(address, lab_admin):
+def test_bl_ssh_03_login_account_keeps_its_key_login(address, lab_admin):
+    """BL-SSH-01 finds the account Ansible logs in with, BL-SSH-03 keeps it inside AllowGroups."""
     ssh = client(lab_admin["known_hosts"])
     ssh.connect(
         address,
@@ -37,7 +38,7 @@ def test_bl_ssh_key_login_works(address, lab_admin):
         ssh.close()
 
 
-def test_bl_ssh_password_login_refused_even_with_the_right_password(address, lab_admin):
+def test_bl_ssh_05_password_login_refused_even_with_the_right_password(address, lab_admin):
     transport = paramiko.Transport((address, 22))
     try:
         transport.connect()
@@ -49,12 +50,35 @@ def test_bl_ssh_password_login_refused_even_with_the_right_password(address, lab
         transport.close()
 
 
-def test_bl_ssh_weak_algorithms_not_offered(address):
-    transport = paramiko.Transport((address, 22))
+@pytest.mark.parametrize(
+    "offer",
+    [
+        {"kex": ("ecdh-sha2-nistp256",)},
+        # With an AEAD cipher no MAC is negotiated: pin a CTR cipher (which the role keeps, with
+        # encrypt-then-MAC only) so the MAC decides.
+        {"ciphers": ("aes256-ctr",), "digests": ("hmac-sha2-256",)},
+        {"key_types": ("ecdsa-sha2-nistp256",)},
+    ],
+    ids=["kex-ecdh-nistp256", "mac-hmac-sha2-256", "hostkey-ecdsa-nistp256"],
+)
+def test_bl_ssh_05_algorithms_openssh_accepts_by_default_are_refused(address, offer):
+    """Each of these is in OpenSSH 9.2's default lists (a client offering only it connects to an
+    unhardened host); only the role's KexAlgorithms/MACs/HostKeyAlgorithms refuse it. The same
+    offer with the role's own choice connects beside it."""
+    refused = paramiko.Transport((address, 22))
     try:
-        options = transport.get_security_options()
-        options.ciphers = ("aes128-cbc",)
+        options = refused.get_security_options()
+        for kind, algorithms in offer.items():
+            setattr(options, kind, algorithms)
         with pytest.raises(paramiko.SSHException):
-            transport.connect()
+            refused.connect()
     finally:
-        transport.close()
+        refused.close()
+    accepted = paramiko.Transport((address, 22))
+    try:
+        if "ciphers" in offer:
+            accepted.get_security_options().ciphers = offer["ciphers"]
+        accepted.connect()
+        assert accepted.is_active()
+    finally:
+        accepted.close()

@@ -1,4 +1,5 @@
 import pytest
+from dangerous_routes import NEVER_ALLOWED, path_of
 from localguard_engines import (
     ENGINES,
     engine,
@@ -156,3 +157,9 @@ def test_media_settings_are_checked():
 def test_unknown_engine_in_problems_is_named():
     with pytest.raises(ValueError, match="unknown engine 'triton'"):
         problems("triton", [], {})
+
+
+@pytest.mark.parametrize("kind", sorted(NEVER_ALLOWED))
+def test_no_dangerous_route_is_on_any_allowlist(kind):
+    allowed = {tuple(route.split(" ", 1)) for route in engine(kind).allowed_routes}
+    assert [route for route in NEVER_ALLOWED[kind] if path_of(route) in allowed] == []

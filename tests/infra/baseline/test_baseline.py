@@ -54,7 +54,8 @@ def test_bl_sys_02_sysctls_persisted(host):
         assert line in persisted
 
 
-def test_bl_sys_02_network_sysctls_live_where_writable(host, hostenv):
+def test_bl_sys_01_02_network_sysctls_live_where_writable(host, hostenv):
+    """BL-SYS-01 decides what this host lets us set at runtime; BL-SYS-02 sets it."""
     if not hostenv["proc_sys_net_writable"]:
         pytest.skip("/proc/sys is read-only here: the role only persists the settings (checked above)")
     assert host.sysctl("net.ipv4.conf.all.rp_filter") == 1
@@ -70,7 +71,9 @@ def test_bl_sys_02_kernel_sysctls_live_on_real_hosts(host, hostenv):
     assert host.sysctl("kernel.dmesg_restrict") == 1
 
 
-def test_bl_upg_unattended_security_upgrades(host):
+def test_bl_upg_01_04_unattended_security_upgrades(host):
+    """BL-UPG-01 installed, BL-UPG-02 run daily, BL-UPG-03 security origins only, BL-UPG-04 the apt
+    timers enabled and running (Molecule's prepare turns them off first)."""
     assert host.package("unattended-upgrades").is_installed
     periodic = host.file("/etc/apt/apt.conf.d/20auto-upgrades").content_string
     assert 'APT::Periodic::Unattended-Upgrade "1";' in periodic
@@ -79,10 +82,11 @@ def test_bl_upg_unattended_security_upgrades(host):
     assert patterns, origins
     assert all("label=Debian-Security" in p for p in patterns), patterns
     for timer in ("apt-daily.timer", "apt-daily-upgrade.timer"):
-        assert host.service(timer).is_enabled
+        assert host.service(timer).is_enabled and host.service(timer).is_running
 
 
-def test_bl_aud_02_rules_installed(host):
+def test_bl_aud_01_02_auditd_and_its_rules_installed(host):
+    assert host.package("auditd").is_installed
     rules = host.file("/etc/audit/rules.d/50-localguard.rules")
     assert rules.user == "root" and rules.mode == 0o640
     assert "-w /etc/shadow -p wa -k identity" in rules.content_string

@@ -7,6 +7,7 @@ import re
 
 import pytest
 from localguard_engines import engine as engine_spec
+from playbook_runner import run_playbook
 
 
 def table(host) -> dict:
@@ -47,31 +48,26 @@ def test_fw_02_address_sets_are_named_per_family(host):
         assert "interval" in sets[f"{name}_v4"]["flags"]
 
 
-@pytest.mark.parametrize(
-    ("chain", "prefix"),
-    [
-        ("input", "localguard-input-drop "),
-        ("forward", "localguard-forward-drop "),
-        ("output", "localguard-output-drop "),
-        ("output", "localguard-engine-egress-drop "),
-    ],
-)
-def test_fw_05_every_drop_path_logs_rate_limited_and_counts(host, hostvars, chain, prefix):
-    if "engine" in prefix and "localguard_engine" not in hostvars:
-        pytest.skip("no engine account on this host")
-    listing = host.check_output(f"nft list chain inet localguard {chain}")
-    log_lines = [line for line in listing.splitlines() if f'log prefix "{prefix}"' in line]
-    assert log_lines, listing
-    assert all("limit rate" in line for line in log_lines)
-    counter = "engine_egress_drop" if "engine" in prefix else f"{chain}_drop"
-    assert f'counter name "{counter}" drop' in listing
+@pytest.mark.parametrize("chain", ["input", "forward", "output"])
+def test_fw_05_every_drop_in_every_chain_is_logged_rate_limited_and_counted(host, chain):
+    """Each drop or reject rule is preceded by a rate-limited log rule with the same match, and
+    counts into a named counter."""
+    rules = [
+        line.strip() for line in host.check_output(f"nft list chain inet localguard {chain}").splitlines()
+    ]
+    final = [i for i, rule in enumerate(rules) if re.search(r"\b(drop|reject( with .*)?)$", rule)]
+    assert final, rules
+    for i in final:
+        match, _, verdict = rules[i].partition("counter name ")
+        assert verdict, f"no named counter: {rules[i]}"
+        log_match, _, log = rules[i - 1].partition("limit rate ")
+        assert log_match == match and 'log prefix "localguard-' in log, (rules[i - 1], rules[i])
 
 
 def test_fw_04_engine_account_exists_and_is_locked_to_loopback(host, hostvars):
-    engine = hostvars.get("localguard_engine")
-    if engine is None:
-        pytest.skip("no engine on this host")
-    account = engine_spec(engine).account
+    if "gpu_hosts" not in hostvars.get("group_names", []):
+        pytest.skip("not a GPU host")
+    account = engine_spec(hostvars["localguard_engine"]).account
     uid = host.user(account).uid
     listing = host.check_output("nft list chain inet localguard output")
     uids = rf"(\{{[^}}]*\b{uid}\b[^}}]*\}}|{uid})"
@@ -84,3 +80,18 @@ def test_fw_04_engine_account_exists_and_is_locked_to_loopback(host, hostvars):
 
 def test_fw_06_no_rollback_left_armed(host):
     assert not host.service("localguard-firewall-rollback.timer").is_running
+
+
+def test_fw_07_a_docker_socket_brings_the_published_ports_warning(host, hostvars, target):
+    """FW-07 warns where Docker runs (its published ports bypass the input chain); not elsewhere."""
+    playbook, inventory = target
+    name = hostvars["inventory_hostname"]
+    warning = "FW-07 | Warn that Docker-published ports"
+    quiet = run_playbook(playbook, inventory, "--tags", "firewall", limit=name)
+    assert quiet.rc == 0 and quiet.ran_on(warning) == [], quiet.failure_messages()
+    host.run("touch /run/docker.sock")
+    try:
+        warned = run_playbook(playbook, inventory, "--tags", "firewall", limit=name)
+    finally:
+        host.run("rm -f /run/docker.sock")
+    assert warned.rc == 0 and warned.ran_on(warning) == [name], warned.failure_messages()

@@ -1,0 +1,72 @@
+"""Jinja filters for the pki role: thin wrappers around module_utils/localguard_pki."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ansible.errors import AnsibleFilterError
+
+# Filters run on the controller, where the project's module_utils are not a package path.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "module_utils"))
+from localguard_pki import (  # noqa: E402
+    PkiError,
+    client_name_problems,
+    csr_problems,
+    expected_sans,
+    host_address,
+    is_ip,
+    name_constraints,
+)
+
+
+def _sans_of(name: str, hostvars: Mapping) -> list[str]:
+    host = hostvars[name]
+    try:
+        return expected_sans(
+            name,
+            host.get("localguard_address"),
+            host.get("ansible_host"),
+            host.get("pki_server_extra_sans") or [],
+        )
+    except PkiError as exc:
+        raise AnsibleFilterError(f"{name}: pki_server_extra_sans: {exc}") from None
+
+
+def pki_expected_sans(name: str, hostvars: Mapping) -> list[str]:
+    """SANs for `name`'s server certificate, from the inventory only."""
+    return _sans_of(name, hostvars)
+
+
+def pki_name_constraints(names: Sequence[str], hostvars: Mapping, ipv4_prefix: int, ipv6_prefix: int) -> list:
+    """Permitted subtrees for the CA: every managed host's expected SANs."""
+    return name_constraints({n: _sans_of(n, hostvars) for n in names}, int(ipv4_prefix), int(ipv6_prefix))
+
+
+def pki_csr_problems(csr_pem: str, name: str, sans: Sequence[str], crl_urls: Sequence[str]) -> list[str]:
+    return csr_problems(csr_pem, name, sans, crl_urls)
+
+
+def pki_client_name_problems(names: Sequence[str], permitted: Sequence[str]) -> list[str]:
+    return client_name_problems(names, permitted)
+
+
+def pki_crl_url(name: str, hostvars: Mapping, port: int) -> str:
+    """http://<CA address>[:port]/crl.der: the CA host's address from the inventory, else its name."""
+    host = hostvars[name]
+    address = host_address(name, host.get("localguard_address"), host.get("ansible_host")) or name
+    if is_ip(address) and ":" in address:
+        address = f"[{address}]"
+    return f"http://{address}{'' if int(port) == 80 else f':{port}'}/crl.der"
+
+
+class FilterModule:
+    def filters(self) -> dict:
+        return {
+            "localguard_pki_expected_sans": pki_expected_sans,
+            "localguard_pki_name_constraints": pki_name_constraints,
+            "localguard_pki_csr_problems": pki_csr_problems,
+            "localguard_pki_client_name_problems": pki_client_name_problems,
+            "localguard_pki_crl_url": pki_crl_url,
+        }

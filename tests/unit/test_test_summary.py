@@ -1,0 +1,29 @@
+"""The per-stage summary fails `make test` when a stage ran no test."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("test_summary", ROOT / "scripts" / "test-summary.py")
+summary = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(summary)
+
+REPORT = (
+    '<testsuites><testsuite name="pytest" tests="{tests}" failures="0" errors="0" skipped="{skipped}"/>'
+    "</testsuites>"
+)
+
+
+def test_a_stage_without_report_or_with_only_skips_fails_the_run(tmp_path):
+    (tmp_path / "unit.xml").write_text(REPORT.format(tests=12, skipped=2))
+    (tmp_path / "molecule-empty.xml").write_text(REPORT.format(tests=3, skipped=3))
+    lines, problems = summary.summarize(tmp_path, ["unit", "molecule-empty", "molecule-missing"])
+    assert "10 passed or failed" in lines[0]
+    assert problems == [
+        "molecule-empty: ran no test",
+        "molecule-missing: no test report (did its runner find any tests?)",
+    ]
+    assert summary.main(["x", str(tmp_path), "unit"]) == 0
+    assert summary.main(["x", str(tmp_path), "unit", "molecule-missing"]) == 1
