@@ -9,7 +9,7 @@ SCENARIOS := $(notdir $(wildcard molecule/*))
 # Every pytest run of `make test` reports here; scripts/test-summary.py reads them at the end.
 JUNIT := $(CURDIR)/.cache/junit
 
-.PHONY: bootstrap image lab lab-down demo harden test clean-reports lint unit molecule lab-test bench clean
+.PHONY: bootstrap image lab lab-down demo harden test clean-reports lint unit molecule lab-test mutate bench clean
 
 bootstrap:  ## apt packages, machine settings, pinned venv
 	bash scripts/bootstrap.sh
@@ -63,6 +63,11 @@ test: clean-reports lint unit molecule lab-test  ## everything CI runs
 
 clean-reports:
 	rm -rf $(JUNIT)
+
+# Removes each listed control from a copy of the project and shows its test fail (scripts/mutate.py);
+# about half an hour against the running, hardened lab, so not part of `make test`.
+mutate: bootstrap
+	$(BIN)/python scripts/mutate.py
 
 bench: demo  ## benchmarks: they print ratios measured in one run, they assert nothing
 	$(BIN)/python bench/firewall_sets.py

@@ -35,12 +35,13 @@ class PlaybookRun:
         ]
 
     def ran_on(self, task_prefix: str) -> list[str]:
-        """Hosts on which a task whose name starts with `task_prefix` ran (was not skipped)."""
+        """Hosts on which a task whose name starts with `task_prefix` ran (was not skipped); a role's
+        tasks are reported as "role : name"."""
         return sorted(
             host
             for play in self.plays
             for task in play["tasks"]
-            if task["task"]["name"].startswith(task_prefix)
+            if task["task"]["name"].split(" : ", 1)[-1].startswith(task_prefix)
             for host, result in task["hosts"].items()
             if not result.get("skipped")
         )

@@ -18,6 +18,7 @@ from playbook_runner import ROOT, run_playbook
 from probes import LAB_ENGINES, controller_tcp_open, podman, tcp_open
 
 pytestmark = pytest.mark.lab
+INVENTORY = ROOT / "inventories" / "lab" / "hosts.yml"
 ENGINE_PORTS = {gpu: spec.port for gpu, spec in LAB_ENGINES.items()}
 ENGINE_ACCOUNTS = {gpu: spec.account for gpu, spec in LAB_ENGINES.items()}
 
@@ -151,7 +152,7 @@ def test_fw_06_lockout_rolls_back_by_itself(ip):
     rollback = lab_rollback_seconds()
     run = run_playbook(
         ROOT / "harden.yml",
-        ROOT / "inventories" / "lab" / "hosts.yml",
+        INVENTORY,
         "--tags",
         "firewall",
         "-e",
@@ -218,13 +219,10 @@ def test_fw_06_rollback_that_fires_before_the_confirmation_fails_loudly(ip):
     the play must say so instead of recording the reverted table as applied."""
     hosts = ("gpu1", "gpu2", "gpu3", "logs", "ca1")
     before = {h: (table_hash(f"lg-{h}"), applied_hash(f"lg-{h}")) for h in hosts}
-    # Someone else's table (Docker's, podman's, an operator's) must come through every apply intact.
-    assert podman("lg-gpu1", "sh", "-c", f"echo '{FOREIGN_TABLE}' | nft -f -").returncode == 0
     extra_rule = {"950 rollback race probe": {"proto": "tcp", "dport": 9, "saddr_set": "admins"}}
     probe = {"firewall_input_rules_host": extra_rule, "firewall_rollback_seconds": 1}
-    inventory = ROOT / "inventories" / "lab" / "hosts.yml"
     run = run_playbook(
-        ROOT / "harden.yml", inventory, "--tags", "firewall", "--forks", "2", "-e", json.dumps(probe)
+        ROOT / "harden.yml", INVENTORY, "--tags", "firewall", "--forks", "2", "-e", json.dumps(probe)
     )
     assert run.rc != 0, "a rollback that fired before the confirmation passed silently"
     rolled_back = [m for m in run.failure_messages() if "fired before the controller confirmed" in m]
@@ -238,13 +236,26 @@ def test_fw_06_rollback_that_fires_before_the_confirmation_fails_loudly(ip):
         else:
             assert applied == live, f"{h}: recorded hash is not the live table"
     # The next normal run puts every host back on its configured ruleset and records it truthfully.
-    again = run_playbook(ROOT / "harden.yml", inventory, "--tags", "firewall")
+    again = run_playbook(ROOT / "harden.yml", INVENTORY, "--tags", "firewall")
     assert again.rc == 0, again.failure_messages()
     # Disarmed for real, not merely "no timer running": past the window the table is still the one
     # confirmed (the hosts this run re-applied armed a fresh rollback).
     time.sleep(lab_rollback_seconds() + 2)
     for h in hosts:
         assert table_hash(f"lg-{h}") == before[h][0] == applied_hash(f"lg-{h}"), h
-    survivor = podman("lg-gpu1", "nft", "list", "table", "inet", "foreign")
-    podman("lg-gpu1", "nft", "delete", "table", "inet", "foreign")
-    assert "tcp dport 9999 counter" in survivor.stdout, survivor.stdout + survivor.stderr
+
+
+def test_fw_01_a_foreign_table_survives_an_apply():
+    """Someone else's table (Docker's, podman's, an operator's) comes through an apply intact: the
+    role replaces its own table, never the ruleset."""
+    assert podman("lg-gpu1", "sh", "-c", f"echo '{FOREIGN_TABLE}' | nft -f -").returncode == 0
+    try:
+        # A drifted live table makes the next run apply for real.
+        podman("lg-gpu1", "rm", "-f", "/var/lib/localguard/firewall/applied.sha256")
+        run = run_playbook(ROOT / "harden.yml", INVENTORY, "--tags", "firewall", limit="gpu1")
+        assert run.rc == 0, run.failure_messages()
+        assert run.ran_on("FW-06 | Load the candidate") == ["gpu1"], "no apply ran"
+        survivor = podman("lg-gpu1", "nft", "list", "table", "inet", "foreign")
+        assert "tcp dport 9999 counter" in survivor.stdout, survivor.stdout + survivor.stderr
+    finally:
+        podman("lg-gpu1", "nft", "delete", "table", "inet", "foreign")
