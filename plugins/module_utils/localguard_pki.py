@@ -442,7 +442,8 @@ def refresh(args: argparse.Namespace) -> dict:
         "revoked": [e.to_json() for e in db],
         "number": current.number if current else None,
     }
-    db_changed = [e.to_json() for e in db] != [e.to_json() for e in old_db]
+    # An empty database is still written once, so its owner and mode hold from the first run.
+    db_changed = not db_path.exists() or [e.to_json() for e in db] != [e.to_json() for e in old_db]
     if args.check:
         result["changed"] = bool(reason) or db_changed
         return result

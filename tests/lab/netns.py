@@ -31,3 +31,20 @@ def run_in_netns(container: str, code: str, payload: object = None, timeout: int
     if proc.returncode != 0:
         raise AssertionError(f"probe in {container} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout)
+
+
+# The official openai client, as an application would use it, verified against a CA bundle.
+OPENAI_COMPLETION = r"""
+import json, sys, httpx, openai
+args = json.load(sys.stdin)
+client = openai.OpenAI(base_url=args["url"] + "/v1", api_key=args["key"],
+                       http_client=httpx.Client(verify=args["ca"], timeout=60))
+reply = client.chat.completions.create(model="lab", max_tokens=8,
+                                       messages=[{"role": "user", "content": "Say hello."}])
+print(json.dumps({"content": reply.choices[0].message.content, "tokens": reply.usage.completion_tokens}))
+"""
+
+
+def openai_completion(container: str, url: str, key: str, ca: str) -> dict:
+    """A chat completion through `url` from inside `container`'s network namespace."""
+    return run_in_netns(container, OPENAI_COMPLETION, {"url": url, "key": key, "ca": ca})

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from netns import run_in_netns
+from netns import openai_completion
 from playbook_runner import ROOT, PlaybookRun, run_playbook
 
 pytestmark = pytest.mark.fresh_lab
@@ -103,19 +103,6 @@ def test_new_site_from_the_example_inventory(site):
     assert second.rc == 0, second.failure_messages()
     assert second.total("changed") == 0, second.changed_tasks()
 
-    code = r"""
-import json, sys, httpx, openai
-args = json.load(sys.stdin)
-client = openai.OpenAI(base_url=args["url"] + "/v1", api_key=args["key"],
-                       http_client=httpx.Client(verify=args["ca"], timeout=60))
-reply = client.chat.completions.create(model="lab", max_tokens=8,
-                                       messages=[{"role": "user", "content": "Say hello."}])
-print(json.dumps({"content": reply.choices[0].message.content, "tokens": reply.usage.completion_tokens}))
-"""
-    request = {
-        "url": f"https://{site['address']['gpu1']}",
-        "key": site["key"],
-        "ca": str(site["export"] / "ca.crt"),
-    }
-    reply = run_in_netns("lg-client", code, request)
+    url, ca = f"https://{site['address']['gpu1']}", str(site["export"] / "ca.crt")
+    reply = openai_completion("lg-client", url, site["key"], ca)
     assert reply["content"].strip() and reply["tokens"] > 0, json.dumps(reply)

@@ -120,7 +120,8 @@ def test_fw_08_only_the_gateway_and_root_reach_the_engine_on_loopback(gpu):
 
 
 def test_fw_08_a_local_account_cannot_pull_a_model_with_no_key():
-    request = ["curl", "-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", "-d", "{}",
+    pull = '{"model": "standin-model:latest", "stream": false}'
+    request = ["curl", "-s", "-m", "3", "-o", "/dev/null", "-w", "%{http_code}", "-d", pull,
                f"http://127.0.0.1:{ENGINE_PORTS['gpu2']}/api/pull"]  # fmt: skip
     assert podman("lg-gpu2", *request, user="nobody").stdout == "000"
     assert podman("lg-gpu2", *request).stdout == "200", "root still reaches the engine"

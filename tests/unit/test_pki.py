@@ -290,6 +290,8 @@ def test_refresh_resigns_only_inside_the_refresh_window(tmp_path, capsys):
     publish.mkdir()
     make_ca(ca_dir)
     run_cli(capsys, *refresh_args(ca_dir, publish, "--valid-days", "1"))
+    # Nothing revoked yet: the database exists anyway, root-only.
+    assert (ca_dir / "revoked.json").stat().st_mode & 0o777 == 0o600
     assert run_cli(capsys, *refresh_args(ca_dir, publish, "--check"))["changed"]
     out = run_cli(capsys, *refresh_args(ca_dir, publish))
     assert out["changed"] and out["number"] == 2

@@ -240,7 +240,7 @@ def test_pki_08_refresh_service_resigns_a_crl_near_its_next_update(ca_host, firs
     assert crl_number(crl_of(ca_host, f"{CA}/crl.pem")) == crl_number(fresh)
 
 
-def test_pki_10_fetch_installs_a_newer_crl_and_refuses_a_forged_one(host, ca_host, first_gpu):
+def test_pki_10_fetch_installs_a_newer_crl_and_refuses_a_forged_one(host, ca_host, fleet, first_gpu):
     refresh(ca_host, "--force")
     published = crl_number(crl_of(ca_host, f"{CA}/crl.pem"))
     assert crl_number(crl_of(host, f"{PKI}/crl.pem")) < published
@@ -258,9 +258,9 @@ def test_pki_10_fetch_installs_a_newer_crl_and_refuses_a_forged_one(host, ca_hos
     finally:
         # Put the real CRL back and let every host have it, as the next timer run would.
         refresh(ca_host, "--force")
-        host.run("systemctl reset-failed localguard-crl-fetch.service")
-        host.check_output("systemctl start localguard-crl-fetch.service")
-        ca_host.check_output("systemctl start localguard-crl-fetch.service")
+        for member in fleet:
+            member.run("systemctl reset-failed localguard-crl-fetch.service")
+            member.check_output("systemctl start localguard-crl-fetch.service")
 
 
 # --- PKI-14: a run that cannot sign says why, before changing anything -----------------------------
