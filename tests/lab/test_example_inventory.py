@@ -85,7 +85,7 @@ def harden(site: dict, *args: str, limit: str | None = None) -> PlaybookRun:
 
 
 def test_new_site_from_the_example_inventory(site):
-    # PRE-07: a GPU host added before its CA exists is refused before anything changes, saying why.
+    # PRE-04: a GPU host added before its CA exists is refused before anything changes, saying why.
     early = harden(site, limit="gpu1")
     assert early.rc != 0
     assert early.total("changed") == 0, early.changed_tasks()

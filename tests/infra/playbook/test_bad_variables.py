@@ -29,7 +29,7 @@ BAD_VARIABLES = [
     ("engine", "localguard_engine", "triton", "must be one of"),
     ("gateway", "gateway_api_keys", [{"id": "no-key"}], "missing required arguments"),
     ("gateway", "gateway_rate_per_key", ["10r/s"], "gateway_rate_per_key"),
-    # PRE-02 / FW-00: what argument specs cannot see inside the firewall's data.
+    # PRE-05 / FW-00: what argument specs cannot see inside the firewall's data.
     ("firewall", "firewall_admin_networks", ["10.0.0.300/24"], "is not an IPv4/IPv6 address or CIDR"),
     ("firewall", "firewall_admin_networks", ["198.18.10.1/24"], "has host bits set"),
     ("firewall", "firewall_input_rules_host", {"900 x": {"proto": "tcpp", "dport": 1}}, "unknown protocol"),
@@ -37,18 +37,18 @@ BAD_VARIABLES = [
     ("firewall", "firewall_log_rate", "lots", "is not a rate"),
     ("firewall", "firewall_egress_allow_empty", [], "would be empty"),
     ("firewall", "firewall_sets_group", {"clients": []}, "No client may reach the gateway"),
-    # PRE-03 / GW-00: what argument specs let through but nginx and the key check must never see.
+    # PRE-06 / GW-00: what argument specs let through but nginx and the key check must never see.
     ("gateway", "gateway_api_keys", [_key("twin"), _key("twin")], "unique id"),
     ("gateway", "gateway_api_keys", [_key("short", key="k" * 31)], "32+ characters"),
     ("gateway", "gateway_api_keys", [_key("no-time", not_after="2099-01-01")], "YYYY-MM-DDTHH:MM:SSZ"),
     ("gateway", "gateway_rate_per_address", "20 per second", "gateway_rate_per_address"),
     ("gateway", "gateway_max_body_size", "1 MB", "gateway_max_body_size"),
-    # PRE-04: secrets published in inventories/example, whatever the inventory.
+    # PRE-02: secrets published in inventories/example, whatever the inventory.
     ("pki", "pki_ca_passphrase", "example-only-ca-passphrase-change-me", "secrets everyone knows"),
     ("gateway", "gateway_api_keys", [_key("copied", key=EXAMPLE_KEY)], "secrets everyone knows"),
-    # PRE-05: exported client keys never inside the inventory.
+    # PRE-03: exported client keys never inside the inventory.
     ("pki", "pki_export_dir", "{{ inventory_dir }}/pki-export", "is inside the inventory"),
-    # PRE-06 / EN-00: engine settings that would reopen the sandbox.
+    # PRE-07 / EN-00: engine settings that would reopen the sandbox.
     ("engine", "engine_extra_environment", {"HF_HUB_OFFLINE": "0"}, "HF_HUB_OFFLINE is set by the role"),
     ("engine", "engine_extra_environment", {"HTTPS_PROXY": "http://127.0.0.1:3128"}, "through a proxy"),
     (
