@@ -619,6 +619,13 @@ OAI_STREAM_FIELDS = {
 }
 
 
+def _ollama_openai_reply(whole: dict | None, chunks: Iterator[dict] | None, interval: float) -> Response:
+    """Ollama's /v1 answer: one JSON body, or an SSE stream when the request asked for one."""
+    if whole is not None:
+        return Response(200, _json(whole), "application/json")
+    return Response(200, content_type="text/event-stream", chunks=sse(chunks or []), interval=interval)
+
+
 @ollama_openai
 def ollama_v1_chat(req: Request) -> Response:
     fields = {**OAI_STREAM_FIELDS, "messages": _go_list("[]openai.Message")}
@@ -633,9 +640,7 @@ def ollama_v1_chat(req: Request) -> Response:
     gen = generation(req.config, body, _openai_limit(body))
     extra = {"system_fingerprint": "fp_ollama"}
     whole, chunks = openai_chat(gen, model, body.get("stream") is True, _include_usage(body), extra)
-    if whole is not None:
-        return Response(200, _json(whole), "application/json")
-    return Response(200, content_type="text/event-stream", chunks=sse(chunks or []), interval=gen.interval)
+    return _ollama_openai_reply(whole, chunks, gen.interval)
 
 
 @ollama_openai
@@ -647,9 +652,7 @@ def ollama_v1_completion(req: Request) -> Response:
     gen = generation(req.config, body, _openai_limit(body))
     extra = {"system_fingerprint": "fp_ollama"}
     whole, chunks = openai_completion(gen, model, body.get("stream") is True, _include_usage(body), extra)
-    if whole is not None:
-        return Response(200, _json(whole), "application/json")
-    return Response(200, content_type="text/event-stream", chunks=sse(chunks or []), interval=gen.interval)
+    return _ollama_openai_reply(whole, chunks, gen.interval)
 
 
 @ollama_openai
