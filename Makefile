@@ -72,6 +72,8 @@ mutate: bootstrap
 bench: demo  ## benchmarks: they print ratios measured in one run, they assert nothing
 	$(BIN)/python bench/firewall_sets.py
 	$(BIN)/python bench/gateway_vs_direct.py
+	$(BIN)/python bench/gateway_keys.py
+	$(BIN)/python bench/key_revocation.py
 	$(BIN)/python bench/harden_walltime.py
 
 clean: lab-down

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the lab host image: Debian 12 with systemd, from debootstrap (no container registry here),
-# with every package the roles need and a real llama.cpp engine plus a small GGUF model baked in.
+# with every package the roles need and a real llama.cpp engine plus a small GGUF model baked in,
+# and ansible-core with the collections the rotation playbooks use for the key-rotation controller.
 # Lab hosts have no route out, so nothing may be left to install at converge time.
 # The image is cached by a hash of its inputs; a rerun with the same inputs only re-tags it.
 set -euo pipefail
@@ -10,11 +11,23 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 source "$root/lab/lab.env"
 cache=${LOCALGUARD_CACHE:-/var/cache/localguard}
 wheels=$cache/wheels
-mkdir -p "$wheels" "$cache/models"
+controller_wheels=$cache/controller-wheels
+mkdir -p "$wheels" "$controller_wheels" "$cache/models"
+
+# The collections the controller runs come from the project's own venv (pinned by pyproject.toml).
+venv_collections=$(echo "$root"/.venv/lib/python3*/site-packages/ansible_collections)
+controller_collections=(community/crypto community/general ansible/posix)
+collection_versions() {
+  local c
+  for c in "${controller_collections[@]}"; do
+    python3 -c 'import json, sys; print(sys.argv[1], json.load(open(sys.argv[2]))["collection_info"]["version"])' \
+      "$c" "$venv_collections/$c/MANIFEST.json"
+  done
+}
 
 packages=$(grep -v '^\s*#' "$root/lab/packages.txt" | grep -v '^\s*$' | sort -u | paste -sd, -)
-tag=$(cat "$root/lab/packages.txt" "$root/lab/engine-requirements.txt" "$root/lab/lab.env" "$0" \
-  | sha256sum | cut -c1-16)
+tag=$({ cat "$root/lab/packages.txt" "$root/lab/engine-requirements.txt" "$root/lab/controller-requirements.txt" \
+  "$root/lab/lab.env" "$0"; collection_versions; } | sha256sum | cut -c1-16)
 image="$LAB_IMAGE_REPO:$tag"
 
 log() { printf 'lab-image: %s\n' "$*" >&2; }
@@ -34,6 +47,13 @@ build_engine_wheels() {
   python3 -m pip download -q --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 \
     --platform manylinux_2_17_x86_64 --platform linux_x86_64 --implementation cp \
     --find-links "$wheels" -d "$wheels" -r "$root/lab/engine-requirements.txt"
+}
+
+build_controller_wheels() {
+  # ansible-core and its dependencies as binary wheels for the image's CPython 3.11.
+  python3 -m pip download -q --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 --platform linux_x86_64 \
+    --implementation cp -d "$controller_wheels" -r "$root/lab/controller-requirements.txt"
 }
 
 fetch_model() {
@@ -99,8 +119,24 @@ UNIT
   chroot "$rootfs" python3 -m venv /opt/llama-server/venv
   chroot "$rootfs" /opt/llama-server/venv/bin/pip install -q --no-index --find-links /tmp/wheels \
     -r /tmp/wheels/engine-requirements.txt
+
+  # The key-rotation controller: ansible-core in its own venv, offline, and the collections the
+  # rotation playbooks need beside it (roles/key_rotation sets ANSIBLE_COLLECTIONS_PATH there).
+  mkdir -p "$rootfs/tmp/controller-wheels"
+  cp "$controller_wheels"/*.whl "$root/lab/controller-requirements.txt" "$rootfs/tmp/controller-wheels/"
+  chroot "$rootfs" python3 -m venv /opt/localguard-controller/venv
+  chroot "$rootfs" /opt/localguard-controller/venv/bin/pip install -q --no-index \
+    --find-links /tmp/controller-wheels -r /tmp/controller-wheels/controller-requirements.txt
+  local c
+  for c in "${controller_collections[@]}"; do
+    mkdir -p "$rootfs/opt/localguard-controller/collections/ansible_collections/$(dirname "$c")"
+    cp -a "$venv_collections/$c" "$rootfs/opt/localguard-controller/collections/ansible_collections/$c"
+  done
+  find "$rootfs/opt/localguard-controller/collections" -name __pycache__ -prune -exec rm -rf {} +
+  chown -R root:root "$rootfs/opt/localguard-controller"
+  chmod -R u=rwX,go=rX "$rootfs/opt/localguard-controller"
   umount "$rootfs/proc"
-  rm -rf "$rootfs/tmp/wheels"
+  rm -rf "$rootfs/tmp/wheels" "$rootfs/tmp/controller-wheels"
   cp "$cache/models/$SMOLLM2_FILE" "$rootfs/opt/models/"
 
   : >"$rootfs/etc/machine-id"
@@ -113,6 +149,7 @@ if podman image exists "$image"; then
   log "cached image $image"
 else
   build_engine_wheels
+  build_controller_wheels
   fetch_model
   rootfs="$cache/rootfs-$tag"
   build_rootfs "$rootfs"

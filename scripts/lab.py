@@ -76,6 +76,9 @@ FLEET = (
     # nobody allowed anything.
     LabHost("client", "clients", 50),
     LabHost("untrusted", "lab_untrusted", 60),
+    # The scheduled key rotation's controller (roles/key_rotation): it reaches the fleet over SSH
+    # like the operator's machine, so the firewall counts it among the admins.
+    LabHost("ctl", "controllers", 40),
 )
 ENGINE_UNITS = {"llama_cpp": "llama-server.service", "ollama": "ollama.service", "vllm": "vllm.service"}
 

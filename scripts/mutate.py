@@ -71,7 +71,7 @@ MUTANTS = (
            (GW + "test_gw_body_limit_just_below_and_above_the_configured_size",),
            tags="gateway", limit="gpu2"),
     Mutant("GW-04 per-key rate zone", GATEWAY_SITE,
-           "        limit_req zone=lg_per_key burst={{ gateway_burst_per_key }} nodelay;\n", "",
+           "        limit_req zone=lg_key_default burst={{ gateway_burst_per_key }} nodelay;\n", "",
            (GW + "test_gw_rate_limit_is_per_key",), tags="gateway", limit="gpu2"),
     Mutant("GW-04 allowlist entry", "plugins/module_utils/localguard_engines.py",
            'allowed_routes=("POST /api/generate",', 'allowed_routes=("POST /api/pull", "POST /api/generate",',

@@ -60,10 +60,18 @@ class PlaybookRun:
 
 
 def run_playbook(
-    playbook: Path, inventory: Path, *args: str, limit: str | None = None, timeout: int = 900
+    playbook: Path,
+    inventory: Path,
+    *args: str,
+    limit: str | None = None,
+    timeout: int = 900,
+    env: dict[str, str] | None = None,
 ) -> PlaybookRun:
     env = dict(
-        os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")
+        os.environ,
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        **(env or {}),
     )
     cmd = ["ansible-playbook", "-i", str(inventory), str(playbook), *args]
     if limit:

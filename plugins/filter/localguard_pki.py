@@ -52,13 +52,19 @@ def pki_client_name_problems(names: Sequence[str], permitted: Sequence[str]) -> 
     return client_name_problems(names, permitted)
 
 
-def pki_crl_url(name: str, hostvars: Mapping, port: int) -> str:
-    """http://<CA address>[:port]/crl.der: the CA host's address from the inventory, else its name."""
+def pki_host_url(name: str, hostvars: Mapping, scheme: str, port: int, path: str) -> str:
+    """<scheme>://<address>[:port]<path>: a host's address from the inventory, else its name."""
     host = hostvars[name]
     address = host_address(name, host.get("localguard_address"), host.get("ansible_host")) or name
     if is_ip(address) and ":" in address:
         address = f"[{address}]"
-    return f"http://{address}{'' if int(port) == 80 else f':{port}'}/crl.der"
+    default_port = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{address}{'' if int(port) == default_port else f':{port}'}{path}"
+
+
+def pki_crl_url(name: str, hostvars: Mapping, port: int) -> str:
+    """http://<CA address>[:port]/crl.der, where every certificate says its CRL is."""
+    return pki_host_url(name, hostvars, "http", port, "/crl.der")
 
 
 class FilterModule:
@@ -69,4 +75,5 @@ class FilterModule:
             "localguard_pki_csr_problems": pki_csr_problems,
             "localguard_pki_client_name_problems": pki_client_name_problems,
             "localguard_pki_crl_url": pki_crl_url,
+            "localguard_pki_host_url": pki_host_url,
         }

@@ -105,12 +105,49 @@ ENGINES = {
 }  # fmt: skip
 
 
+# Route classes an API key may be scoped to (the key registry's `scopes`): what a caller can do
+# with a route, whatever the engine names it.
+SCOPES = ("chat", "completions", "embeddings", "models", "tokenize", "health")
+
+# The class of every path on any engine's allowlist. A path missing here stops the gateway's
+# template (routes() raises), so a new route cannot slip past scoped keys unclassified.
+ROUTE_SCOPES = {
+    "/v1/chat/completions": "chat",
+    "/api/chat": "chat",
+    "/v1/completions": "completions",
+    "/api/generate": "completions",
+    "/generate": "completions",
+    "/generate_stream": "completions",
+    "/v1/embeddings": "embeddings",
+    "/api/embed": "embeddings",
+    "/api/embeddings": "embeddings",
+    "/v1/models": "models",
+    "/api/tags": "models",
+    "/api/show": "models",
+    "/info": "models",
+    "/tokenize": "tokenize",
+    "/detokenize": "tokenize",
+    "/health": "health",
+    "/version": "health",
+    "/api/version": "health",
+}
+
+
+def route_scope(path: str) -> str:
+    """The class of an allowed route's path, for per-key scopes."""
+    try:
+        return ROUTE_SCOPES[path]
+    except KeyError:
+        raise ValueError(f"route {path} has no class in ROUTE_SCOPES; scoped API keys need one") from None
+
+
 def routes(kind: str) -> list[dict[str, str]]:
-    """The gateway's allowlist as (method, path) pairs, for templates."""
-    return [
-        dict(zip(("method", "path"), route.split(" ", 1), strict=True))
-        for route in engine(kind).allowed_routes
-    ]
+    """The gateway's allowlist as method, path and class (`scope`), for templates."""
+    allowed = []
+    for route in engine(kind).allowed_routes:
+        method, path = route.split(" ", 1)
+        allowed.append({"method": method, "path": path, "scope": route_scope(path)})
+    return allowed
 
 
 def engine(kind: str) -> Engine:

@@ -35,6 +35,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 UTC = dt.UTC
 DB_NAME = "revoked.json"
 CREDENTIAL = "ca-passphrase"
+# A host certificate serves TLS and identifies the host as a client (key list, log collector).
+HOST_EKU = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
 
 
 class PkiError(Exception):
@@ -159,7 +161,8 @@ def csr_problems(csr_pem: str, name: str, sans: Sequence[str], crl_urls: Sequenc
 
     The CA copies a CSR's extensions into the certificate, so each one is checked: the subject
     is CN=<inventory name> only, the SANs are exactly the expected ones, no CA flag, no
-    certificate or CRL signing, serverAuth only, and nothing else but a CRL distribution point.
+    certificate or CRL signing, serverAuth plus clientAuth (hosts also authenticate as clients: to
+    the key list on the CA host, to the log collector), and nothing else but a CRL distribution point.
     """
     try:
         csr = x509.load_pem_x509_csr(csr_pem.encode() if isinstance(csr_pem, str) else csr_pem)
@@ -198,10 +201,8 @@ def csr_problems(csr_pem: str, name: str, sans: Sequence[str], crl_urls: Sequenc
             problems.append(f"{name}: the CSR asks to be a CA")
         elif isinstance(ext.value, x509.KeyUsage) and (ext.value.key_cert_sign or ext.value.crl_sign):
             problems.append(f"{name}: the CSR asks for certificate or CRL signing")
-        elif isinstance(ext.value, x509.ExtendedKeyUsage) and list(ext.value) != [
-            ExtendedKeyUsageOID.SERVER_AUTH
-        ]:
-            problems.append(f"{name}: extended key usage must be serverAuth only")
+        elif isinstance(ext.value, x509.ExtendedKeyUsage) and set(ext.value) != set(HOST_EKU):
+            problems.append(f"{name}: extended key usage must be serverAuth and clientAuth, nothing else")
         elif isinstance(ext.value, x509.CRLDistributionPoints):
             urls = sorted(_general_name(g) for p in ext.value for g in (p.full_name or []))
             if urls != sorted(f"URI:{u}" for u in crl_urls):
@@ -209,7 +210,7 @@ def csr_problems(csr_pem: str, name: str, sans: Sequence[str], crl_urls: Sequenc
     try:
         csr.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
     except x509.ExtensionNotFound:
-        problems.append(f"{name}: extended key usage serverAuth missing")
+        problems.append(f"{name}: extended key usage (serverAuth, clientAuth) missing")
     return problems
 
 
@@ -268,13 +269,22 @@ def _utc(obj: object, attr: str) -> dt.datetime | None:
 
 
 def load_db(path: Path) -> list[Revoked]:
+    return load_db_with_names(path)[0]
+
+
+def load_db_with_names(path: Path) -> tuple[list[Revoked], list[str]]:
+    """The entries and every name ever revoked. A name outlives its entries (they leave once their
+    certificates expire) so that it is never signed again; a database written before names were
+    kept lists its entries' names."""
     if not path.exists():
-        return []
+        return [], []
     try:
         data = json.loads(path.read_text())
-        return [Revoked.from_json(e) for e in data["entries"]]
-    except (ValueError, KeyError, TypeError) as exc:
+        entries = [Revoked.from_json(e) for e in data["entries"]]
+        names = sorted({*map(str, data.get("names", [])), *(e.name for e in entries)})
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise PkiError(f"revocation database {path} unreadable ({exc}); refusing to drop entries") from None
+    return entries, names
 
 
 def merge(db: Sequence[Revoked], new: Iterable[Revoked]) -> list[Revoked]:
@@ -305,9 +315,19 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
-def save_db(path: Path, db: Sequence[Revoked]) -> None:
-    text = json.dumps({"version": 1, "entries": [e.to_json() for e in db]}, indent=2) + "\n"
+def save_db(path: Path, db: Sequence[Revoked], names: Iterable[str] = ()) -> None:
+    names = sorted({*names, *(e.name for e in db)})
+    text = json.dumps({"version": 1, "entries": [e.to_json() for e in db], "names": names}, indent=2) + "\n"
     write_atomic(path, text.encode(), 0o600)
+
+
+def issued_certificates(ca_dir: Path, name: str) -> list[Path]:
+    """Every certificate the CA keeps for a client name: the current one (issued/<name>.crt) and
+    the earlier ones kept when it was renewed (issued/history/<name>/*.crt), which stay valid
+    until they expire and must be revoked with it."""
+    current = ca_dir / "issued" / f"{name}.crt"
+    history = sorted((ca_dir / "issued" / "history" / name).glob("*.crt"))
+    return [p for p in (current, *history) if p.is_file()]
 
 
 def revocation_of(cert_pem: bytes, name: str, now: dt.datetime) -> Revoked:
@@ -425,14 +445,16 @@ def refresh(args: argparse.Namespace) -> dict:
     now = _now()
     ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
     db_path = ca_dir / DB_NAME
-    old_db = load_db(db_path)
+    old_db, old_names = load_db_with_names(db_path)
     revocations = []
-    for item in args.revoke:
-        name, _, cert_path = item.partition("=")
+    certs = [tuple(item.partition("=")[::2]) for item in args.revoke]
+    certs += [(name, str(path)) for name in args.revoke_name for path in issued_certificates(ca_dir, name)]
+    for name, cert_path in certs:
         # A name revoked before it was ever issued has no serial to list.
         if Path(cert_path).exists():
             revocations.append(revocation_of(Path(cert_path).read_bytes(), name, now))
     db = prune(merge(old_db, revocations), now)
+    names = sorted({*old_names, *args.revoke_name, *(name for name, _ in certs), *(e.name for e in db)})
     crl_path = ca_dir / "crl.pem"
     current = crl_state(load_crl(crl_path.read_bytes()), ca_cert) if crl_path.exists() else None
     reason = "forced" if args.force else resign_reason(current, db, now, args.refresh_days)
@@ -440,15 +462,20 @@ def refresh(args: argparse.Namespace) -> dict:
         "changed": False,
         "reason": reason,
         "revoked": [e.to_json() for e in db],
+        "revoked_names": names,
         "number": current.number if current else None,
     }
     # An empty database is still written once, so its owner and mode hold from the first run.
-    db_changed = not db_path.exists() or [e.to_json() for e in db] != [e.to_json() for e in old_db]
+    db_changed = (
+        not db_path.exists()
+        or [e.to_json() for e in db] != [e.to_json() for e in old_db]
+        or names != _stored_names(db_path)
+    )
     if args.check:
         result["changed"] = bool(reason) or db_changed
         return result
     if db_changed:
-        save_db(db_path, db)
+        save_db(db_path, db, names)
         result["changed"] = True
     if reason:
         ca_key = load_ca_key(ca_dir, _read_passphrase(args))
@@ -461,6 +488,15 @@ def refresh(args: argparse.Namespace) -> dict:
         result["published"] = publish(ca_dir, Path(args.publish_dir))
         result["changed"] = result["changed"] or bool(result["published"])
     return result
+
+
+def _stored_names(db_path: Path) -> list[str] | None:
+    """The names list as written in the file (None before names were kept): a database from an
+    earlier version is rewritten once with them."""
+    if not db_path.exists():
+        return None
+    names = json.loads(db_path.read_text()).get("names")
+    return sorted(names) if isinstance(names, list) else None
 
 
 def publish(ca_dir: Path, publish_dir: Path) -> list[str]:
@@ -520,6 +556,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--valid-days", type=int, default=30)
     r.add_argument("--refresh-days", type=int, default=7)
     r.add_argument("--revoke", action="append", default=[], metavar="NAME=CERT")
+    r.add_argument(
+        "--revoke-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="revoke every certificate the CA keeps for NAME (current and earlier) and never sign it again",
+    )
     r.add_argument("--publish-dir")
     r.add_argument("--force", action="store_true")
     r.add_argument("--check", action="store_true", help="report what would change, change nothing")

@@ -45,6 +45,8 @@ def site() -> dict:
     # Hosts: the lab's, with its SSH access; the client is known only by its network, as the
     # example's firewall_client_networks shows.
     clients = groups.pop("clients")["hosts"]
+    # The example has no rotation controller (roles/key_rotation needs the site's SSH key for it).
+    groups.pop("controllers", None)
     (SITE / "hosts.yml").write_text(yaml.safe_dump(lab, sort_keys=False))
     shutil.rmtree(SITE / "host_vars")
     (SITE / "host_vars").mkdir()

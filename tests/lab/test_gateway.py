@@ -214,8 +214,8 @@ def test_gw_hashes_only_no_plaintext_key_on_gateways_or_in_ansible_output(lab_ho
         for key in keys:
             found = podman(f"lg-{gpu}", "grep", "-rlF", key, "/etc", "/var/log")
             assert found.stdout == "", f"plaintext key found on {gpu}: {found.stdout}"
-    stored = podman("lg-gpu1", "stat", "-c", "%U:%G %a", "/etc/localguard/gateway/api-keys.json")
-    assert stored.stdout.strip() == "root:www-data 640"
+    stored = podman("lg-gpu1", "stat", "-c", "%U:%G %a", "/etc/localguard/gateway/static-keys.json")
+    assert stored.stdout.strip() == "root:lg-keys 640"
     verbose = subprocess.run(
         [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(INVENTORY), str(ROOT / "harden.yml"),
          "--tags", "gateway,pki", "--limit", "gpu1", "-vvv"],

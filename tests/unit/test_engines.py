@@ -1,7 +1,11 @@
+from pathlib import Path
+
 import pytest
+import yaml
 from dangerous_routes import NEVER_ALLOWED, path_of
 from localguard_engines import (
     ENGINES,
+    SCOPES,
     engine,
     listen_args,
     listen_env,
@@ -9,6 +13,8 @@ from localguard_engines import (
     managed_env,
     media_args,
     problems,
+    route_scope,
+    routes,
 )
 
 
@@ -163,3 +169,46 @@ def test_unknown_engine_in_problems_is_named():
 def test_no_dangerous_route_is_on_any_allowlist(kind):
     allowed = {tuple(route.split(" ", 1)) for route in engine(kind).allowed_routes}
     assert [route for route in NEVER_ALLOWED[kind] if path_of(route) in allowed] == []
+
+
+# --- route classes for per-key scopes ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(ENGINES))
+def test_every_allowed_route_of_every_engine_has_a_class(kind):
+    """A route without a class would stop the gateway's template; one with a made-up class would be
+    reachable by no scoped key."""
+    classes = {route["path"]: route["scope"] for route in routes(kind)}
+    assert len(classes) == len(engine(kind).allowed_routes)
+    assert {scope for scope in classes.values() if scope not in SCOPES} == set()
+
+
+# Written out, not read from ROUTE_SCOPES: a key scoped to embeddings must not reach a chat route.
+@pytest.mark.parametrize(
+    ("path", "scope"),
+    [
+        ("/v1/chat/completions", "chat"), ("/api/chat", "chat"),
+        ("/v1/completions", "completions"), ("/api/generate", "completions"),
+        ("/generate_stream", "completions"),
+        ("/v1/embeddings", "embeddings"), ("/api/embed", "embeddings"), ("/api/embeddings", "embeddings"),
+        ("/v1/models", "models"), ("/api/tags", "models"),
+        ("/tokenize", "tokenize"), ("/detokenize", "tokenize"),
+        ("/health", "health"), ("/api/version", "health"),
+    ],
+)  # fmt: skip
+def test_route_classes(path, scope):
+    assert route_scope(path) == scope
+
+
+def test_unclassified_route_is_named():
+    with pytest.raises(ValueError, match="route /api/pull has no class"):
+        route_scope("/api/pull")
+
+
+def test_the_gateways_argument_specs_offer_exactly_the_route_classes():
+    """scopes are validated against argument_specs choices before any host changes."""
+    specs = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "roles/gateway/meta/argument_specs.yml").read_text()
+    )
+    scopes = specs["argument_specs"]["main"]["options"]["gateway_api_keys"]["options"]["scopes"]
+    assert sorted(scopes["choices"]) == sorted(SCOPES)

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from localguard_pki import (
+    HOST_EKU,
     PkiError,
     Revoked,
     build_crl,
@@ -83,9 +84,7 @@ def make_csr(
     builder = x509.CertificateSigningRequestBuilder().subject_name(name(cn))
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    builder = builder.add_extension(
-        x509.ExtendedKeyUsage(eku or [ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-    )
+    builder = builder.add_extension(x509.ExtendedKeyUsage(eku or list(HOST_EKU)), critical=False)
     if ca:
         builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
     if cdp:
@@ -160,7 +159,9 @@ def test_csr_missing_a_name_wrong_cn_ca_flag_client_eku_or_other_cdp_is_refused(
         for p in csr_problems(make_csr(host, gpu_sans_with_ip(), ca=True), host, EXPECTED, [URL])
     )
     client_eku = make_csr(host, gpu_sans_with_ip(), eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
-    assert any("serverAuth only" in p for p in csr_problems(client_eku, host, EXPECTED, [URL]))
+    assert any("serverAuth and clientAuth" in p for p in csr_problems(client_eku, host, EXPECTED, [URL]))
+    code_signing = make_csr(host, gpu_sans_with_ip(), eku=[*HOST_EKU, ExtendedKeyUsageOID.CODE_SIGNING])
+    assert any("nothing else" in p for p in csr_problems(code_signing, host, EXPECTED, [URL]))
     other_cdp = make_csr(host, gpu_sans_with_ip(), cdp="http://evil.example/crl")
     assert any("distribution point" in p for p in csr_problems(other_cdp, host, EXPECTED, [URL]))
     constrained = make_csr(host, gpu_sans_with_ip(), extra=x509.NameConstraints([x509.DNSName("x")], None))

@@ -37,14 +37,42 @@ def test_pki_01_ca_key_encrypted_on_the_ca_host_and_nowhere_else(host, hostvars)
         assert not ca_key.exists
 
 
+STATE = "/var/lib/localguard/gateway-keys"
+RECORD_FIELDS = {"id", "not_after", "status", "scopes", "engines", "rate"}
+
+
 def test_gw_02_03_only_hashes_on_the_host(host, gateway):
     directory = host.file("/etc/localguard/gateway")
-    assert (directory.user, directory.group, directory.mode) == ("root", "www-data", 0o750)
-    keys = host.file("/etc/localguard/gateway/api-keys.json")
-    assert (keys.user, keys.group, keys.mode) == ("root", "www-data", 0o640)
-    records = json.loads(keys.content_string)
+    assert (directory.user, directory.group, directory.mode) == ("root", "lg-keys", 0o750)
+    static = host.file("/etc/localguard/gateway/static-keys.json")
+    assert (static.user, static.group, static.mode) == ("root", "lg-keys", 0o640)
+    records = json.loads(static.content_string)
     assert records and all(re.fullmatch(r"[0-9a-f]{64}", digest) for digest in records)
-    assert all(set(record) == {"id", "not_after", "status"} for record in records.values())
+    assert all(set(record) == RECORD_FIELDS for record in records.values())
+    # The file earlier versions made nginx parse on every request is gone.
+    assert not host.file("/etc/localguard/gateway/api-keys.json").exists
+
+
+def test_gw_03_by_hash_is_lg_keys_to_write_and_nginx_to_read(host, gateway):
+    for path in (STATE, f"{STATE}/by-hash"):
+        directory = host.file(path)
+        # setgid: files lg-keys writes there belong to nginx's group.
+        assert (directory.user, directory.group, directory.mode) == ("lg-keys", "www-data", 0o2750), path
+    names = host.check_output(f"ls {STATE}/by-hash").split()
+    assert names and all(re.fullmatch(r"[0-9a-f]{64}", name) for name in names)
+    first = host.file(f"{STATE}/by-hash/{names[0]}")
+    assert (first.user, first.group, first.mode) == ("lg-keys", "www-data", 0o640)
+    assert set(json.loads(first.content_string)) == RECORD_FIELDS
+    # nginx's account reads a record; an account outside both groups cannot even list them.
+    assert host.run(f"runuser -u www-data -- cat {STATE}/by-hash/{names[0]}").rc == 0
+    assert host.run(f"runuser -u nobody -- ls {STATE}/by-hash").rc != 0
+
+
+def test_gw_03_key_tool_installed_and_reports_what_is_enforced(host, gateway):
+    tool = host.file("/usr/local/sbin/localguard-keys")
+    assert (tool.user, tool.mode) == ("root", 0o755)
+    status = json.loads(host.check_output("/usr/local/sbin/localguard-keys status"))
+    assert status["keys"] == len(host.check_output(f"ls {STATE}/by-hash").split())
 
 
 def test_gw_01_04_tls_only_no_plain_http(host, gateway):

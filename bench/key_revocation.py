@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Revocation latency on the lab's gateways: by pull (the CA host re-signs the list, gateways
+fetch it every few seconds) and by push (playbooks/api-key-revoke.yml over SSH, with every
+gateway's pull stopped so only the push can deliver it).
+
+For each path: issue a fresh key (playbooks/api-key-issue.yml), check it works everywhere, revoke
+it, and time from the revocation's start until every gateway answers 401 (a request loop from the
+client host's network namespace). The push's per-host cost is the playbook's wall time over the
+number of gateways; the pull's does not depend on the fleet size. Prints the numbers measured in
+this one run; asserts nothing. Needs the hardened lab (make demo).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "lab"))
+sys.path.insert(0, str(ROOT / "tests"))
+import yaml  # noqa: E402
+from netns import run_in_netns  # noqa: E402
+from playbook_runner import run_playbook  # noqa: E402
+from test_api_key_lifecycle import STATUS_PROBE  # noqa: E402
+
+INVENTORY = ROOT / "inventories" / "lab" / "hosts.yml"
+CA_BUNDLE = ROOT / ".lab" / "pki" / "ca.crt"
+
+
+def podman(container: str, *cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", "exec", container, *cmd], capture_output=True, text=True, timeout=60)
+
+
+def issue(name: str) -> str:
+    run = run_playbook(ROOT / "playbooks" / "api-key-issue.yml", INVENTORY, "-e", f"name={name}")
+    if run.rc != 0:
+        raise SystemExit(f"issuing {name} failed: {run.failure_messages()}")
+    return podman("lg-ca1", "cat", f"/etc/localguard/keys/delivery/{name}.key").stdout.strip()
+
+
+def until_refused(urls: dict[str, str], key: str, result: dict) -> None:
+    payload = {
+        "urls": urls,
+        "key": key,
+        "path": "/v1/models",
+        "ca": str(CA_BUNDLE),
+        "until": 401,
+        "timeout": 120,
+    }
+    result.update(run_in_netns("lg-client", STATUS_PROBE, payload))
+
+
+def timed_revocation(urls: dict[str, str], key: str, revoke) -> tuple[float, float, dict]:
+    """Seconds from the revocation's start to 401 everywhere, and the revoking step's own time."""
+    result: dict = {}
+    watcher = threading.Thread(target=until_refused, args=(urls, key, result))
+    watcher.start()
+    time.sleep(0.5)  # the watcher is polling before the revocation starts
+    start = time.monotonic()
+    revoke()
+    took = time.monotonic() - start
+    watcher.join()
+    return result["seconds"] - 0.5, took, result["statuses"]
+
+
+def main() -> int:
+    hosts = yaml.safe_load(INVENTORY.read_text())["all"]["children"]["gpu_hosts"]["hosts"]
+    urls = {name: f"https://{vars_['ansible_host']}" for name, vars_ in sorted(hosts.items())}
+    stamp = time.strftime("%H%M%S")
+
+    pull_key = issue(f"bench-pull-{stamp}")
+    pull, pull_step, pull_statuses = timed_revocation(
+        urls, pull_key, lambda: podman("lg-ca1", "localguard-keys", "revoke", "--name", f"bench-pull-{stamp}")
+    )
+
+    for gpu in urls:
+        podman(f"lg-{gpu}", "systemctl", "stop", "localguard-keys-fetch")
+    try:
+        push_key = issue(f"bench-push-{stamp}")
+        revoke_play = ROOT / "playbooks" / "api-key-revoke.yml"
+        push, push_step, push_statuses = timed_revocation(
+            urls, push_key, lambda: run_playbook(revoke_play, INVENTORY, "-e", f"name=bench-push-{stamp}")
+        )
+    finally:
+        for gpu in urls:
+            podman(f"lg-{gpu}", "systemctl", "start", "localguard-keys-fetch")
+
+    print(f"gateways: {len(urls)}")
+    print(f"pull: revoked on the CA host -> 401 on all in {pull:.2f} s ({pull_statuses})")
+    print(f"push: revoke playbook start -> 401 on all in {push:.2f} s; the playbook took {push_step:.2f} s, "
+          f"{push_step / len(urls):.2f} s per gateway ({push_statuses})")  # fmt: skip
+    print(f"ratio push/pull: {push / pull:.2f}")
+    print(json.dumps({"gateways": len(urls), "pull_s": round(pull, 3), "push_s": round(push, 3),
+                      "push_playbook_s": round(push_step, 3)}))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
