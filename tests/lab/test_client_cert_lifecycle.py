@@ -193,7 +193,8 @@ def test_pki_08_revoked_client_refused_by_every_gateway_while_others_are_accepte
     poller.stdin.close()
     revoke = run_playbook(PLAYBOOKS / "client-cert-revoke.yml", INVENTORY, "-e", f"client={name}")
     playbook_seconds = time.time() - start
-    out, err = poller.communicate(timeout=240)
+    poller.wait(timeout=240)
+    out, err = poller.stdout.read(), poller.stderr.read()
     assert revoke.rc == 0, revoke.failure_messages() or revoke.stderr[-2000:]
     assert poller.returncode == 0, err[-2000:]
     timing = json.loads(out)

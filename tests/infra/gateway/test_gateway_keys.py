@@ -102,7 +102,7 @@ def burst(host, name: str, key: str, count: int = 12) -> list[str]:
     """Status codes of `count` requests sent back to back with one key."""
     one = shlex.join(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} ", "--cacert", f"{PKI}/ca.crt",
                       "--resolve", f"{name}:443:127.0.0.1", "-H", f"Authorization: Bearer {key}",
-                      f"https://{name}/api/tags"])  # fmt: skip
+                      f"https://{name}/v1/models"])  # fmt: skip
     return host.check_output(f"sh -c {shlex.quote(';'.join([one] * count))}").split()
 
 
@@ -116,9 +116,9 @@ def limited(codes: list[str]) -> bool:
 
 def test_gw_03_static_key_is_accepted_and_an_unknown_one_is_not(host, hostvars, gateway):
     key = static_key(hostvars, id="molecule")
-    assert call(host, gateway, "/api/tags", key) == "200"
-    assert call(host, gateway, "/api/tags", key[:-4] + "0000") == "401"
-    assert call(host, gateway, "/api/tags", None) == "401"
+    assert call(host, gateway, "/v1/models", key) == "200"
+    assert call(host, gateway, "/v1/models", key[:-4] + "0000") == "401"
+    assert call(host, gateway, "/v1/models", None) == "401"
 
 
 def test_gw_03_scoped_key_reaches_its_route_class_only(host, hostvars, gateway):
@@ -130,18 +130,19 @@ def test_gw_03_scoped_key_reaches_its_route_class_only(host, hostvars, gateway):
         assert call(host, gateway, path, embeddings, "POST") == "403", path
         # The route itself works: the refusal is the key's scope.
         assert call(host, gateway, path, unscoped, "POST") == "200", path
-    assert call(host, gateway, "/api/tags", embeddings) == "403"
+    assert call(host, gateway, "/v1/models", embeddings) == "403"
 
 
 def test_gw_03_engine_restricted_key_only_on_its_engines_gateways(host, hostvars, gateway):
-    assert hostvars["localguard_engine"] == "ollama"
-    assert call(host, gateway, "/api/tags", static_key(hostvars, engines=["vllm"])) == "403"
-    assert call(host, gateway, "/api/tags", static_key(hostvars, engines=["ollama"])) == "200"
+    engine = hostvars["localguard_engine"]
+    other = "vllm" if engine != "vllm" else "ollama"
+    assert call(host, gateway, "/v1/models", static_key(hostvars, engines=[other])) == "403"
+    assert call(host, gateway, "/v1/models", static_key(hostvars, engines=[engine])) == "200"
 
 
 def test_gw_03_revoked_static_key_gets_401_and_never_reaches_by_hash(host, hostvars, gateway):
     key = static_key(hostvars, status="revoked")
-    assert call(host, gateway, "/api/tags", key) == "401"
+    assert call(host, gateway, "/v1/models", key) == "401"
     assert not host.file(f"{STATE}/by-hash/{sha256_hex(key)}").exists
 
 
@@ -165,7 +166,7 @@ def test_gw_03_key_file_status_and_expiry_decide(host, gateway, status, not_afte
         f"runuser -u lg-keys -- sh -c {shlex.quote(f'umask 027; printf %s {shlex.quote(content)} >{path}')}"
     )
     try:
-        assert call(host, gateway, "/api/tags", key) == expected
+        assert call(host, gateway, "/v1/models", key) == expected
     finally:
         host.run(f"rm -f {path}")
 
@@ -176,7 +177,8 @@ def test_gw_03_key_file_status_and_expiry_decide(host, gateway, status, not_afte
 def test_gw_04_each_key_is_limited_by_its_own_rate_tier_only(host, hostvars, gateway):
     """slow (1r/s) and the default per-key rate (1r/s) answer 429 to a burst; the fast tier
     (1000r/s) lets the same burst through, so a key is counted in its tier's zone and no other."""
-    assert hostvars.get("gateway_rate_tiers") == {"slow": "1r/s", "fast": "1000r/s"}
+    if hostvars.get("gateway_rate_tiers") != {"slow": "1r/s", "fast": "1000r/s"}:
+        pytest.skip("needs the gateway scenario's tiers (molecule/gateway/molecule.yml)")
     assert hostvars.get("gateway_rate_per_key") == "1r/s"
     codes = {
         rate: burst(host, gateway, static_key(hostvars, rate=rate, status="active", scopes=[], engines=[]))
@@ -228,17 +230,17 @@ def nginx_pids(host) -> tuple[str, list[str]]:
 def test_gw_03_signed_list_adds_and_removes_a_key_without_reloading_nginx(host, gateway, signer):
     key = fresh_key()
     before = nginx_pids(host)
-    assert call(host, gateway, "/api/tags", key) == "401"
+    assert call(host, gateway, "/v1/models", key) == "401"
     serial = current_serial(host) + 1
     added = apply(host, signed_list(signer, serial, {key: record("verifier-live.1")}))
     assert added.rc == 0, added.stderr
     assert json.loads(added.stdout)["serial"] == serial and json.loads(added.stdout)["changed"]
-    assert call(host, gateway, "/api/tags", key) == "200"
+    assert call(host, gateway, "/v1/models", key) == "200"
 
     started = time.monotonic()
     removed = apply(host, signed_list(signer, serial + 1, {}))
     assert removed.rc == 0, removed.stderr
-    while (code := call(host, gateway, "/api/tags", key)) != "401" and time.monotonic() - started < 1:
+    while (code := call(host, gateway, "/v1/models", key)) != "401" and time.monotonic() - started < 1:
         pass
     elapsed = time.monotonic() - started
     assert code == "401" and elapsed < 1, f"{code} after {elapsed:.2f} s"
@@ -264,7 +266,7 @@ def test_gw_03_list_from_another_signer_or_older_serial_is_refused(host, gateway
         assert tampered.rc == 2 and "bad key list signature" in tampered.stderr, tampered.stderr
         # The verified list stays in force.
         assert current_serial(host) == serial
-        assert call(host, gateway, "/api/tags", key) == "200"
+        assert call(host, gateway, "/v1/models", key) == "200"
     finally:
         apply(host, signed_list(signer, serial + 1, {}))
 
@@ -281,7 +283,7 @@ def test_gw_03_registry_key_scopes_engines_and_unknown_tier(host, gateway, signe
     try:
         assert call(host, gateway, "/api/embed", scoped, "POST") == "200"
         assert call(host, gateway, "/api/chat", scoped, "POST") == "403"
-        assert call(host, gateway, "/api/tags", elsewhere) == "403"
+        assert call(host, gateway, "/v1/models", elsewhere) == "403"
         # A tier this gateway does not know: the default per-key zone (1r/s) limits the key, never
         # none, and the log says so.
         assert limited(burst(host, gateway, unknown_tier))
@@ -319,7 +321,7 @@ def test_gw_07_fetch_service_pulls_the_signed_list_and_keeps_it_when_the_registr
     put(host, keylist_endpoint, signed_list(signer, serial, {key: record("verifier-pulled.1")}))
     # Polled every gateway_keylist_poll_seconds (2): well inside 10 s.
     deadline = time.monotonic() + 10
-    while (code := call(host, gateway, "/api/tags", key)) != "200" and time.monotonic() < deadline:
+    while (code := call(host, gateway, "/v1/models", key)) != "200" and time.monotonic() < deadline:
         time.sleep(0.2)
     assert code == "200"
     assert current_serial(host) == serial
@@ -335,7 +337,7 @@ def test_gw_07_fetch_service_pulls_the_signed_list_and_keeps_it_when_the_registr
             f"journalctl -u localguard-keys-fetch.service --since '{since}' --no-pager"
         )
     assert f"keeping verified key list serial {serial}" in journal, journal
-    assert call(host, gateway, "/api/tags", key) == "200"
+    assert call(host, gateway, "/v1/models", key) == "200"
     # Leave no pulled key behind for the other checks.
     assert apply(host, signed_list(signer, serial + 2, {})).rc == 0
 
@@ -385,14 +387,14 @@ def test_gw_07_without_a_pinned_key_only_static_keys_count_and_nothing_is_pulled
     static = static_key(hostvars, id="molecule")
     serial = current_serial(host) + 1
     assert apply(host, signed_list(signer, serial, {key: record("verifier-listed.1")})).rc == 0
-    assert call(host, gateway, "/api/tags", key) == "200"
+    assert call(host, gateway, "/v1/models", key) == "200"
     playbook, inventory = target
     off = json.dumps({"gateway_keylist_pubkey": "", "gateway_keylist_url": ""})
     run = run_playbook(playbook, inventory, "--tags", "gateway", "-e", off, limit=gateway)
     try:
         assert run.rc == 0, run.failure_messages() or run.stderr[-2000:]
-        assert call(host, gateway, "/api/tags", key) == "401"
-        assert call(host, gateway, "/api/tags", static) == "200"
+        assert call(host, gateway, "/v1/models", key) == "401"
+        assert call(host, gateway, "/v1/models", static) == "200"
         assert not host.file(PINNED).exists
         assert not host.file(f"{STATE}/current.json").exists
         assert not host.file("/etc/systemd/system/localguard-keys-fetch.service").exists
@@ -401,4 +403,4 @@ def test_gw_07_without_a_pinned_key_only_static_keys_count_and_nothing_is_pulled
         back = run_playbook(playbook, inventory, "--tags", "gateway", limit=gateway)
     assert back.rc == 0, back.failure_messages() or back.stderr[-2000:]
     assert host.service("localguard-keys-fetch.service").is_running
-    assert call(host, gateway, "/api/tags", static) == "200"
+    assert call(host, gateway, "/v1/models", static) == "200"
