@@ -1056,6 +1056,9 @@ def make_handler(api: str, config: Config | None = None) -> type[BaseHTTPRequest
         # HTTP/1.1 as the engines speak it: keep-alive by default, Content-Length on whole replies,
         # chunked transfer encoding on streamed ones (Go's net/http and uvicorn do the same).
         protocol_version = "HTTP/1.1"
+        # TCP_NODELAY, as Go's net/http and uvicorn (asyncio) set it: with Nagle on, a reply's body
+        # waits for the ACK of its headers, which the peer delays by 40 ms, on every request.
+        disable_nagle_algorithm = True
         server_version = f"{api}-standin"
         # Idle keep-alive limit (uvicorn's --timeout-keep-alive for vLLM; Go's server has none).
         timeout = config.keepalive_timeout
