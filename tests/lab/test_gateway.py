@@ -315,10 +315,18 @@ def test_gw_body_limit_just_below_and_above_the_configured_size(gateway_url):
     assert results["above"].get("status") == 413, results["above"]
 
 
-def standin_log(container: str, unit: str) -> list[dict]:
-    """The requests the engine stand-in received, from its one-JSON-line-per-request journal."""
-    out = podman(container, "journalctl", "-u", unit, "-o", "cat", "--no-pager", "-n", "2000").stdout
-    return [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"path"' in line]
+def standin_log(container: str, unit: str, marker: str = "", wait: float = 0.0) -> list[dict]:
+    """The requests the engine stand-in received, from its one-JSON-line-per-request journal; with a
+    marker, those whose path carries it, waiting up to `wait` s for one (the stand-in logs a request
+    after replying, and journald may lag a little)."""
+    deadline = time.monotonic() + wait
+    while True:
+        out = podman(container, "journalctl", "-u", unit, "-o", "cat", "--no-pager", "-n", "2000").stdout
+        entries = [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"path"' in line]
+        entries = [entry for entry in entries if marker in entry["path"]]
+        if entries or time.monotonic() > deadline:
+            return entries
+        time.sleep(0.5)
 
 
 def test_ollama_standin_refuses_a_non_local_host_like_ollama():
@@ -347,7 +355,7 @@ def test_gw_engine_sees_a_loopback_host_the_peer_address_and_no_key(lab_hosts, g
                "verify": str(CA_BUNDLE)}  # fmt: skip
     result = run_in_netns("lg-client", HTTP_PROBE, [request])["dns"]
     assert result.get("status") == 200, result
-    seen = next(entry for entry in standin_log("lg-gpu2", "ollama.service") if marker in entry["path"])
+    [seen] = standin_log("lg-gpu2", "ollama.service", marker, wait=5)
     client = lab_hosts["client"]["ansible_host"]
     assert seen["host"] == "127.0.0.1:11434", seen
     assert (seen["x_forwarded_for"], seen["x_real_ip"]) == (client, client), seen

@@ -59,7 +59,12 @@ def request(port: int, host: str | None, path: str = "/api/tags", method: str = 
     return response, body
 
 
-def log_lines(log: io.StringIO) -> list[dict]:
+def log_lines(log: io.StringIO, at_least: int = 0) -> list[dict]:
+    """The request log; a reply reaches the client before its handler writes the log line, so wait
+    (up to 2 s) for the lines a test knows are coming."""
+    deadline = time.monotonic() + 2
+    while len(log.getvalue().splitlines()) < at_least and time.monotonic() < deadline:
+        time.sleep(0.01)
     return [json.loads(line) for line in log.getvalue().splitlines()]
 
 
@@ -322,7 +327,7 @@ def test_keep_alive_carries_requests_and_streams_on_one_connection(monkeypatch, 
         conn.request("GET", "/v1/models")
         assert conn.getresponse().read()
         conn.close()
-    assert [line["connection_request"] for line in log_lines(log)] == [1, 2, 3]
+    assert [line["connection_request"] for line in log_lines(log, at_least=3)] == [1, 2, 3]
 
 
 def test_an_http_1_0_client_gets_the_stream_until_the_connection_closes(monkeypatch):
