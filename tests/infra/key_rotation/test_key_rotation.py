@@ -115,19 +115,20 @@ def test_kr_04_service_runs_as_the_rotation_account_in_a_sandbox(host):
     assert props["OnFailure"] == ALERT
 
 
-def journal_since(host, cursor_time: str, *args: str) -> str:
-    return host.check_output(f"journalctl --no-pager --since '{cursor_time}' {' '.join(args)}")
+def journal_since(host, cursor: str, *args: str) -> str:
+    return host.check_output(f"journalctl --no-pager --after-cursor '{cursor}' {' '.join(args)}")
 
 
-def alerts_since(host, cursor_time: str) -> list[dict]:
-    records = journal_since(host, cursor_time, "-p", "err", "-o", "json").splitlines()
+def alerts_since(host, cursor: str) -> list[dict]:
+    records = journal_since(host, cursor, "-p", "err", "-o", "json").splitlines()
     return [r for r in map(json.loads, records) if str(r.get("MESSAGE", "")).startswith("localguard-alert:")]
 
 
 def start_rotation(host) -> tuple[int, str]:
-    since = host.check_output("date '+%Y-%m-%d %H:%M:%S'")
-    time.sleep(1)
-    return host.run(f"timeout 300 systemctl start {SERVICE}").rc, since
+    """Start the service; also returns the journal's cursor just before, so a check reads this run's
+    lines only (a time in whole seconds would take in the end of the previous run)."""
+    cursor = host.check_output("journalctl -n 0 --show-cursor -q").split("cursor: ", 1)[1].strip()
+    return host.run(f"timeout 300 systemctl start {SERVICE}").rc, cursor
 
 
 def test_kr_04_starting_the_service_runs_the_playbook_over_ssh(host, molecule_target):
