@@ -166,6 +166,30 @@ def test_key_08_a_paused_gateway_stops_the_rotation_and_a_rerun_completes_it(url
     assert statuses(urls, old) == dict.fromkeys(GATEWAYS, 200), "the old key keeps its overlap"
 
 
+def test_key_08_a_gateway_that_cannot_apply_the_new_list_stops_the_delivery(urls):
+    """Reachable at the start, failing at the push (its pinned key is gone): the new key is made and
+    pushed, but nobody is told it and the old one stays; a rerun once the gateway is mended completes."""
+    old = issue("lab-midfault", max_age="1s", overlap="1h")
+    time.sleep(2)  # due now
+    pinned = "/etc/localguard/gateway/keylist-signing.pub"
+    assert podman("lg-gpu3", "mv", pinned, f"{pinned}.away").returncode == 0
+    try:
+        failed = playbook("api-key-rotate.yml")
+        assert failed.rc != 0
+        assert any("Nothing was delivered" in m and "gpu3" in m for m in failed.failure_messages()), (
+            failed.failure_messages()
+        )
+        assert delivered("lab-midfault") == old
+        assert statuses({g: urls[g] for g in ("gpu1", "gpu2")}, old) == {"gpu1": 200, "gpu2": 200}
+    finally:
+        podman("lg-gpu3", "mv", f"{pinned}.away", pinned)
+    rerun = playbook("api-key-rotate.yml")
+    assert rerun.rc == 0, rerun.failure_messages()
+    new = delivered("lab-midfault")
+    assert new != old
+    assert statuses(urls, new) == dict.fromkeys(GATEWAYS, 200)
+
+
 def test_key_10_revoke_playbook_refused_by_every_gateway_timed(urls):
     key = issue("lab-revoke")
     assert statuses(urls, key) == dict.fromkeys(GATEWAYS, 200)
