@@ -74,6 +74,7 @@ bench: demo  ## benchmarks: they print ratios measured in one run, they assert n
 	$(BIN)/python bench/gateway_vs_direct.py
 	$(BIN)/python bench/gateway_keys.py
 	$(BIN)/python bench/key_revocation.py
+	$(BIN)/python bench/log_shipping.py
 	$(BIN)/python bench/harden_walltime.py
 
 clean: lab-down

@@ -75,6 +75,9 @@ FLEET = (
     # Unmanaged peers that firewall tests send real packets from: an API client, and a host
     # nobody allowed anything.
     LabHost("client", "clients", 50),
+    # A second API client that the gateways' fail2ban may ban: the first one is on the lab's ban
+    # ignore list, since the gateway tests flood from it on purpose.
+    LabHost("client2", "clients", 51),
     LabHost("untrusted", "lab_untrusted", 60),
     # The scheduled key rotation's controller (roles/key_rotation): it reaches the fleet over SSH
     # like the operator's machine, so the firewall counts it among the admins.

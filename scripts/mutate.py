@@ -33,9 +33,10 @@ NFT = "roles/firewall/templates/localguard.nft.j2"
 GW = "tests/lab/test_gateway.py::"
 FW = "tests/lab/test_firewall_packets.py::"
 SSH = "tests/lab/test_ssh_access.py::"
+LOGS = "tests/lab/test_log_shipping.py::"
 INVALID_LOG = (
     "        ct state invalid {{ firewall_log }} "
-    'log prefix "localguard-invalid-drop " level {{ firewall_log_level }}\n'
+    'log prefix "localguard-invalid-drop " {{ firewall_log_to }}\n'
 )
 
 
@@ -117,6 +118,10 @@ MUTANTS = (
            "  when: firewall_confirmed.stdout != firewall_loaded.stdout_lines | last\n", "  when: false\n",
            (FW + "test_fw_06_rollback_that_fires_before_the_confirmation_fails_loudly",),
            tags="firewall", limit="all"),
+    Mutant("LC-01 peers authenticated by name", "roles/log_collector/templates/localguard-collector.conf.j2",
+           'tls.authMode="name"', 'tls.authMode="certvalid"',
+           (LOGS + "test_lc_01_the_collector_refuses_peers_it_cannot_authenticate",),
+           tags="log_collector", limit="log_collectors"),
     Mutant("PKI-07 CSR checked before signing", "roles/pki/tasks/sign_server.yml",
            "    that: pki_csr_problems | length == 0\n", "    that: true\n",
            ("tests/infra/pki/test_pki.py::test_pki_07_forged_csr_refused_before_signing",),

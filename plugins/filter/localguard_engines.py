@@ -10,6 +10,7 @@ from ansible.errors import AnsibleFilterError
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "module_utils"))
 from localguard_engines import (  # noqa: E402
     as_dict,
+    denied_patterns,
     listen_args,
     listen_env,
     loopback_port,
@@ -34,6 +35,7 @@ class FilterModule:
             "localguard_engine_listen_args": lambda kind, port: _guard(listen_args, kind, port),
             "localguard_engine_listen_env": lambda kind, port: _guard(listen_env, kind, port),
             "localguard_engine_routes": lambda kind: _guard(routes, kind),
+            "localguard_engine_denied_patterns": lambda kind: _guard(denied_patterns, kind),
             "localguard_engine_port": lambda kind, port=0: _guard(loopback_port, kind, port),
             "localguard_engine_managed_env": lambda kind, port, model_dir: _guard(
                 managed_env, kind, port, model_dir

@@ -25,7 +25,10 @@ class Engine:
     # "METHOD /path" routes the gateway forwards; everything else is refused (deny by default).
     allowed_routes: tuple[str, ...] = ()
     # Dangerous routes the engine really has (model management, weights, admin): named so tests
-    # prove each one refused. The gateway does not need them: it allows only allowed_routes.
+    # prove each one refused. The gateway refuses them like any route off allowed_routes, and
+    # flags them in its log (denied_patterns) so an alert can tell a probe for them from a typo.
+    # A path ending in an example parameter (a number, a sha256: digest) stands for every path
+    # under its parent: "/slots/0" is any slot.
     blocked_routes: tuple[str, ...] = ()
     # JIT compilers (vLLM's torch.compile/Triton) need writable+executable memory.
     needs_wx_memory: bool = False
@@ -65,7 +68,8 @@ ENGINES = {
             "llama_cpp", "llama", "llama-server.service", 8080, "--host", "--port", None, COMMON_ENV,
             allowed_routes=OPENAI_ROUTES,
             blocked_routes=("GET /slots", "POST /slots/0", "GET /props", "POST /props", "GET /docs",
-                            "GET /openapi.json", "POST /extras/tokenize"),
+                            "GET /openapi.json", "POST /extras/tokenize", "GET /lora-adapters",
+                            "POST /lora-adapters"),
         ),
         Engine(
             "ollama", "ollama", "ollama.service", 11434, None, None, "OLLAMA_HOST", COMMON_ENV,
@@ -85,7 +89,8 @@ ENGINES = {
                             "GET /version"),
             blocked_routes=("POST /update_weights", "POST /collective_rpc", "POST /pause", "POST /resume",
                             "POST /sleep", "POST /wake_up", "POST /reset_prefix_cache", "POST /invocations",
-                            "POST /v1/load_lora_adapter", "POST /v1/unload_lora_adapter"),
+                            "POST /v1/load_lora_adapter", "POST /v1/unload_lora_adapter",
+                            "POST /start_profile", "POST /stop_profile"),
             needs_wx_memory=True,
             # Redirects could lead a fetch off the allowed domains in versions that check only the
             # first URL; newer ones also refuse private and loopback destinations when asked.
@@ -148,6 +153,33 @@ def routes(kind: str) -> list[dict[str, str]]:
         method, path = route.split(" ", 1)
         allowed.append({"method": method, "path": path, "scope": route_scope(path)})
     return allowed
+
+
+# The last segment of a blocked route that is only an example of a parameter (see blocked_routes).
+PATH_PARAMETER = re.compile(r"/(?:[0-9]+|sha256:[0-9a-f]+)$")
+# What PCRE (nginx) would read as other than itself in a path; "/" and "-" mean themselves.
+PCRE_SPECIAL = re.compile(r"([.^$*+?()\[\]{}|\\])")
+
+
+def _pcre_literal(text: str) -> str:
+    return PCRE_SPECIAL.sub(r"\\\1", text)
+
+
+def denied_patterns(kind: str) -> list[str]:
+    """nginx regexes (for `map $uri`) matching the engine's blocked routes, whatever the method.
+
+    An exact path is anchored at both ends ("^/api/pull$"); a parameterised one is a prefix
+    ("^/slots/" for "/slots/0"), so a probe for another slot or blob is flagged as well.
+    """
+    patterns = set()
+    for route in engine(kind).blocked_routes:
+        path = route.split(" ", 1)[1].split("?", 1)[0]
+        parameter = PATH_PARAMETER.search(path)
+        if parameter:
+            patterns.add("^" + _pcre_literal(path[: parameter.start()]) + "/")
+        else:
+            patterns.add("^" + _pcre_literal(path) + "$")
+    return sorted(patterns)
 
 
 def engine(kind: str) -> Engine:

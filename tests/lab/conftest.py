@@ -46,3 +46,8 @@ def pytest_configure(config) -> None:
     config.addinivalue_line(
         "markers", "fresh_lab: needs lab hosts never hardened yet; run before `make demo` (make lab-test)"
     )
+    config.addinivalue_line("markers", "run_last: checks what the other tests left behind (moved to the end)")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("run_last") is not None)

@@ -10,10 +10,11 @@ allowlist, auth, buffering and upstream keep-alive are tested against what real 
 runs no model. Standard library only, so it runs on a lab host's system python3 without network.
 
 Every request is logged to stdout (the journal) as one JSON line with the method, path, status,
-the headers a gateway is responsible for (Host, X-Forwarded-For, X-Real-IP, and whether an
-Authorization header arrived: never its value) and how many requests its connection has carried,
-which lets tests prove that a blocked request never reached the engine, that the gateway strips
-the key and that it reuses upstream connections.
+the headers a gateway is responsible for (Host, X-Forwarded-For, X-Real-IP, X-Request-ID as
+`request_id`, and whether an Authorization header arrived: never its value) and how many requests
+its connection has carried, which lets tests prove that a blocked request never reached the
+engine, that the gateway strips the key, that its log and the engine's name the same request,
+and that it reuses upstream connections.
 
 As `--api ollama` it also refuses requests the way real Ollama does when bound to loopback: 403 to
 a Host header that is not local (server/routes.go, allowedHostsMiddleware), so a gateway that
@@ -1161,6 +1162,8 @@ def make_handler(api: str, config: Config | None = None) -> type[BaseHTTPRequest
                     "method": self.command,
                     "path": self.path,
                     "status": status,
+                    # The gateway's id for the request (GW-08): the same in its log and its reply.
+                    "request_id": self.headers.get("X-Request-ID"),
                     "host": self.headers.get("Host"),
                     "x_forwarded_for": self.headers.get("X-Forwarded-For"),
                     "x_real_ip": self.headers.get("X-Real-IP"),

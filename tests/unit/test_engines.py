@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,7 @@ from dangerous_routes import NEVER_ALLOWED, path_of
 from localguard_engines import (
     ENGINES,
     SCOPES,
+    denied_patterns,
     engine,
     listen_args,
     listen_env,
@@ -212,3 +214,48 @@ def test_the_gateways_argument_specs_offer_exactly_the_route_classes():
     )
     scopes = specs["argument_specs"]["main"]["options"]["gateway_api_keys"]["options"]["scopes"]
     assert sorted(scopes["choices"]) == sorted(SCOPES)
+
+
+# --- the gateway log's `denied` field (GW-08) -------------------------------------------------------
+
+
+# Written out, not read from blocked_routes: the alert on admin routes must fire for these.
+def test_denied_patterns_per_engine():
+    assert denied_patterns("ollama") == [
+        "^/api/blobs/", "^/api/copy$", "^/api/create$", "^/api/delete$", "^/api/ps$", "^/api/pull$",
+        "^/api/push$",
+    ]  # fmt: skip
+    assert denied_patterns("llama_cpp") == [
+        "^/docs$", "^/extras/tokenize$", "^/lora-adapters$", r"^/openapi\.json$", "^/props$", "^/slots$",
+        "^/slots/",
+    ]  # fmt: skip
+    assert denied_patterns("tgi") == ["^/invocations$", "^/metrics$"]
+
+
+@pytest.mark.parametrize("kind", sorted(NEVER_ALLOWED))
+def test_every_dangerous_route_is_flagged_in_the_log(kind):
+    """Each route tests/dangerous_routes.py names, query strings and parameters included, matches a
+    pattern of the `map $uri $lg_denied` (nginx's PCRE reads these as Python's re does)."""
+    patterns = [re.compile(p) for p in denied_patterns(kind)]
+    paths = [path_of(route)[1] for route in NEVER_ALLOWED[kind]]
+    assert [path for path in paths if not any(p.search(path) for p in patterns)] == []
+
+
+@pytest.mark.parametrize("kind", sorted(ENGINES))
+def test_no_allowed_route_is_flagged_as_denied(kind):
+    patterns = [re.compile(p) for p in denied_patterns(kind)]
+    paths = [route.split(" ", 1)[1] for route in engine(kind).allowed_routes]
+    assert [path for path in paths if any(p.search(path) for p in patterns)] == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "flagged"),
+    [
+        ("ollama", "/api/pull", True), ("ollama", "/api/pull/", False), ("ollama", "/api/pullx", False),
+        ("ollama", "/api/blobs/sha256:ffff", True), ("ollama", "/api/blobs", False),
+        ("llama_cpp", "/slots", True), ("llama_cpp", "/slots/7", True), ("llama_cpp", "/openapiXjson", False),
+        ("llama_cpp", "/lora-adapters", True),
+    ],
+)  # fmt: skip
+def test_exact_routes_are_anchored_and_parameterised_ones_are_prefixes(kind, path, flagged):
+    assert any(re.search(p, path) for p in denied_patterns(kind)) is flagged

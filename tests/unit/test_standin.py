@@ -111,16 +111,21 @@ def test_vllm_has_no_host_check(monkeypatch):
 
 def test_log_line_records_the_gateways_headers_never_the_key(monkeypatch):
     secret = "sk-this-must-never-be-logged-0123456789"
+    gateway = {"X-Forwarded-For": "198.18.10.50", "X-Real-IP": "198.18.10.50",
+               "X-Request-ID": "0123456789abcdef0123456789abcdef"}  # fmt: skip
     with standin("ollama", monkeypatch) as (port, log):
-        request(port, "localhost", headers={"X-Forwarded-For": "198.18.10.50", "X-Real-IP": "198.18.10.50"})
+        request(port, "localhost", headers=gateway)
         request(port, "evil.example", headers={"Authorization": f"Bearer {secret}"})
     allowed, refused = log_lines(log)
     assert allowed == {
-        "method": "GET", "path": "/api/tags", "status": 200, "host": "localhost",
+        "method": "GET", "path": "/api/tags", "status": 200, "request_id": "0123456789abcdef0123456789abcdef",
+        "host": "localhost",
         "x_forwarded_for": "198.18.10.50", "x_real_ip": "198.18.10.50", "authorization": False,
         "connection_request": 1,
     }  # fmt: skip
     assert refused["status"] == 403 and refused["host"] == "evil.example" and refused["authorization"] is True
+    # No id sent (a request that did not come through the gateway): null, not made up.
+    assert refused["request_id"] is None
     assert secret not in log.getvalue()
 
 
