@@ -240,15 +240,20 @@ def test_gw_09_wrong_keys_get_the_address_dropped_on_the_gateway_ports_only(host
         host.run(f"kill {server}")
 
 
+def ban_rule(hostvars, port: int) -> str:
+    """The ban rule for a gateway on `port`: its mTLS port too when that tier is on."""
+    ports = [str(port)]
+    if setting(hostvars, "gateway_mtls_enabled", False):
+        ports.append(str(setting(hostvars, "gateway_mtls_port", 8443)))
+    dport = ports[0] if len(ports) == 1 else "{ " + ", ".join(ports) + " }"
+    return f"tcp dport {dport} ip saddr @{SET} drop"
+
+
 def test_gw_09_ban_rule_covers_every_gateway_port_and_drops(host, hostvars, jail, client, clean_slate):
     """The tier ports of this gateway, mTLS included when it is on, and nothing else."""
     ban(host, client, jail["maxretry"])
     chain = host.check_output(f"nft list chain {TABLE} {CHAIN}")
-    ports = [str(setting(hostvars, "gateway_port", 443))]
-    if setting(hostvars, "gateway_mtls_enabled", False):
-        ports.append(str(setting(hostvars, "gateway_mtls_port", 8443)))
-    dport = ports[0] if len(ports) == 1 else "{ " + ", ".join(ports) + " }"
-    assert f"tcp dport {dport} ip saddr @{SET} drop" in chain, chain
+    assert ban_rule(hostvars, int(setting(hostvars, "gateway_port", 443))) in chain, chain
 
 
 def test_gw_09_ban_ends_after_the_ban_time(host, jail, client, clean_slate):
@@ -361,14 +366,14 @@ def test_gw_09_changes_reach_the_running_jail_and_the_toggle_removes_it(
     pid = server_pid(host)
     host.check_output(f"fail2ban-client set {JAIL} banip {probe}")
     host.check_output(f"fail2ban-client set {JAIL} unbanip {probe}")
-    assert rules(host) == [f"tcp dport {port} ip saddr @{SET} drop"]
+    assert rules(host) == [ban_rule(hostvars, port)]
     moved = json.dumps({"gateway_port": port + 1})
     run = run_playbook(playbook, inventory, "--tags", "gateway", "-e", moved, limit=gateway)
     try:
         assert run.rc == 0, run.failure_messages() or run.stderr[-2000:]
         assert not any(f"dport {port} " in rule for rule in rules(host)), rules(host)
         host.check_output(f"fail2ban-client set {JAIL} banip {probe}")
-        assert rules(host) == [f"tcp dport {port + 1} ip saddr @{SET} drop"]
+        assert rules(host) == [ban_rule(hostvars, port + 1)]
         host.check_output(f"fail2ban-client set {JAIL} unbanip {probe}")
         assert server_pid(host) == pid
 
