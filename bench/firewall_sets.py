@@ -18,8 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "module_utils"))
-from localguard_nftables import address_set  # noqa: E402
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_nftables import address_set
 
 SIZES = (10, 1_000, 10_000)
 REPEATS = 5

@@ -22,10 +22,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+from netns import run_in_netns
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "lab"))
-import yaml  # noqa: E402
-from netns import run_in_netns  # noqa: E402
 
 SIZES = (3, 1_000, 10_000)
 STATIC = "/etc/localguard/gateway/static-keys.json"

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Revocation latency on the lab's gateways: by pull (the CA host re-signs the list, gateways
-fetch it every few seconds) and by push (playbooks/api-key-revoke.yml over SSH, with every
+fetch it every few seconds) and by push (playbooks/api_key_revoke.yml over SSH, with every
 gateway's pull stopped so only the push can deliver it).
 
-For each path: issue a fresh key (playbooks/api-key-issue.yml), check it works everywhere, revoke
+For each path: issue a fresh key (playbooks/api_key_issue.yml), check it works everywhere, revoke
 it, and time from the revocation's start until every gateway answers 401 (a request loop from the
 client host's network namespace). The push's cost per gateway is the difference between pushing
 the list to one gateway and to all of them; the pull's does not depend on the fleet size. Prints
@@ -19,14 +19,12 @@ import threading
 import time
 from pathlib import Path
 
+import yaml
+from netns import run_in_netns
+from playbook_runner import run_playbook
+from test_api_key_lifecycle import STATUS_PROBE
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "lab"))
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "plugins" / "module_utils"))
-import yaml  # noqa: E402
-from netns import run_in_netns  # noqa: E402
-from playbook_runner import run_playbook  # noqa: E402
-from test_api_key_lifecycle import STATUS_PROBE  # noqa: E402
 
 INVENTORY = ROOT / "inventories" / "lab" / "hosts.yml"
 CA_BUNDLE = ROOT / ".lab" / "pki" / "ca.crt"
@@ -37,7 +35,7 @@ def podman(container: str, *cmd: str) -> subprocess.CompletedProcess:
 
 
 def issue(name: str) -> str:
-    run = run_playbook(ROOT / "playbooks" / "api-key-issue.yml", INVENTORY, "-e", f"name={name}")
+    run = run_playbook(ROOT / "playbooks" / "api_key_issue.yml", INVENTORY, "-e", f"name={name}")
     if run.rc != 0:
         raise SystemExit(f"issuing {name} failed: {run.failure_messages()}")
     return podman("lg-ca1", "cat", f"/etc/localguard/keys/delivery/{name}.key").stdout.strip()
@@ -82,7 +80,7 @@ def main() -> int:
         podman(f"lg-{gpu}", "systemctl", "stop", "localguard-keys-fetch")
     try:
         push_key = issue(f"bench-push-{stamp}")
-        revoke_play = ROOT / "playbooks" / "api-key-revoke.yml"
+        revoke_play = ROOT / "playbooks" / "api_key_revoke.yml"
         push, push_step, push_statuses = timed_revocation(
             urls, push_key, lambda: run_playbook(revoke_play, INVENTORY, "-e", f"name=bench-push-{stamp}")
         )
@@ -91,7 +89,7 @@ def main() -> int:
             podman(f"lg-{gpu}", "systemctl", "start", "localguard-keys-fetch")
 
     # The push's cost per gateway: the same push to one gateway and to all of them.
-    push_play = ROOT / "playbooks" / "key-list-push.yml"
+    push_play = ROOT / "playbooks" / "key_list_push.yml"
     pushes = {}
     for limit in (f"ca1,{min(urls)}", None):
         start = time.monotonic()

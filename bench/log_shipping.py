@@ -23,12 +23,11 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+from gateway_keys import DEFAULT_ROUTE, PROBE, ROUTE, converge_gateway, on_host
+from netns import run_in_netns
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tests" / "lab"))
-import yaml  # noqa: E402
-from gateway_keys import DEFAULT_ROUTE, PROBE, ROUTE, converge_gateway, on_host  # noqa: E402
-from netns import run_in_netns  # noqa: E402
 
 COLLECTOR = "lg-logs"
 STORE = "/var/log/localguard/hosts"

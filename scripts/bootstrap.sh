@@ -28,8 +28,10 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   "$venv/bin/pip" install -q --upgrade pip
   "$venv/bin/python" - "$root/pyproject.toml" >"$venv/requirements.txt" <<'PY'
 import sys, tomllib
-print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+print("\n".join(project["dependencies"] + project["optional-dependencies"]["dev"]))
 PY
   "$venv/bin/pip" install -q -r "$venv/requirements.txt"
   echo "$want" >"$stamp"
 fi
+

@@ -5,6 +5,10 @@
 unhardened state: an operator account with a key and a password, an engine listening on
 0.0.0.0 on each GPU host, and an inventory at inventories/lab/hosts.yml that reaches the hosts
 over SSH on an internal network (no route out of the lab). `lab.py down` removes all of it.
+
+`lab.py up --gpu-hosts N` (1-20, default 3) builds the same lab with N GPU hosts, for
+bench/harden_walltime.py: gpu4 and later, at .104 onwards, run the Ollama and vLLM stand-ins in
+turn (the real llama.cpp engine stays on gpu1 alone). An idle one costs about 20 MiB.
 """
 
 from __future__ import annotations
@@ -84,6 +88,33 @@ FLEET = (
     LabHost("ctl", "controllers", 40),
 )
 ENGINE_UNITS = {"llama_cpp": "llama-server.service", "ollama": "ollama.service", "vllm": "vllm.service"}
+DEFAULT_GPU_HOSTS = 3
+MAX_GPU_HOSTS = 20
+# gpu4 and later sit at .100+n, clear of the fixed hosts (.11-.13, .21, .31, .40, .50, .51, .60).
+EXTRA_GPU_OCTET = 100
+# The stand-ins' commands that inventories/lab/host_vars gives gpu2 and gpu3; hosts added with
+# --gpu-hosts have no host_vars file, so the generated inventory carries the command.
+STANDIN_COMMANDS = {
+    engine: ["/usr/bin/python3", "/opt/lab-standin/engine_standin.py", "--api", engine]
+    for engine in ("ollama", "vllm")
+}
+
+
+def fleet(gpu_hosts: int = DEFAULT_GPU_HOSTS) -> tuple[LabHost, ...]:
+    """The lab with `gpu_hosts` GPU hosts: the default one is FLEET itself, in its order."""
+    if not 1 <= gpu_hosts <= MAX_GPU_HOSTS:
+        raise SystemExit(f"lab: --gpu-hosts must be 1-{MAX_GPU_HOSTS}, not {gpu_hosts}")
+    first = [h for h in FLEET if h.group == "gpu_hosts"]
+    extra = [
+        LabHost(f"gpu{n}", "gpu_hosts", EXTRA_GPU_OCTET + n, engine=("ollama", "vllm")[n % 2])
+        for n in range(len(first) + 1, gpu_hosts + 1)
+    ]
+    gpus = [*first[:gpu_hosts], *extra]
+    return (*gpus, *(h for h in FLEET if h.group != "gpu_hosts"))
+
+
+# Every container any size of the lab may have made: up and down remove them all.
+ALL_HOSTS = fleet(MAX_GPU_HOSTS)
 
 
 def log(message: str) -> None:
@@ -104,9 +135,9 @@ def podman_exec(host: LabHost, script: str) -> str:
     return run("podman", "exec", "-i", host.container, "bash", "-euo", "pipefail", "-s", stdin=script)
 
 
-def remove_stale(fleet: tuple[LabHost, ...] = FLEET) -> None:
+def remove_stale(hosts: tuple[LabHost, ...] = ALL_HOSTS) -> None:
     """Remove only this lab's containers and network: others' lab runs are left alone."""
-    names = [h.container for h in fleet]
+    names = [h.container for h in hosts]
     run("podman", "rm", "-f", "--time", "2", *names, check=False, capture=True)
     run("podman", "network", "rm", "-f", NETWORK, check=False, capture=True)
 
@@ -191,13 +222,15 @@ def host_key_line(host: LabHost) -> str:
     return f"{host.address} {key_type} {key_data}"
 
 
-def write_inventory(key: Path) -> None:
+def write_inventory(key: Path, hosts: tuple[LabHost, ...] = FLEET) -> None:
     known_hosts = SSH_DIR / "known_hosts"
     groups: dict[str, dict] = {}
-    for host in FLEET:
+    for host in hosts:
         entry = {"ansible_host": host.address, "lab_container": host.container}
         if host.engine:
             entry["localguard_engine"] = host.engine
+        if host not in FLEET and host.engine in STANDIN_COMMANDS:
+            entry["engine_command"] = list(STANDIN_COMMANDS[host.engine])
         groups.setdefault(host.group, {"hosts": {}})["hosts"][host.name] = entry
     # The machine is the operator's workstation: listed for its address, never managed.
     groups["admins"] = {
@@ -220,9 +253,9 @@ def write_inventory(key: Path) -> None:
     INVENTORY.write_text(header + yaml.safe_dump(inventory, sort_keys=False))
 
 
-def wait_engines(timeout: float = 120) -> None:
+def wait_engines(hosts: tuple[LabHost, ...] = FLEET, timeout: float = 120) -> None:
     ports = {"llama_cpp": 8080, "ollama": 11434, "vllm": 8000}
-    for host in FLEET:
+    for host in hosts:
         if host.engine is None:
             continue
         deadline = time.monotonic() + timeout
@@ -253,11 +286,12 @@ def write_lab_secrets() -> None:
         (LAB_DIR / name).chmod(0o600)
 
 
-def up() -> None:
+def up(gpu_hosts: int = DEFAULT_GPU_HOSTS) -> None:
+    hosts = fleet(gpu_hosts)
     image = run(str(ROOT / "scripts" / "lab-image.sh"), capture=True).strip()
     remove_stale()
     create_network()
-    for host in FLEET:
+    for host in hosts:
         start_host(image, host)
     key = ensure_ssh_key()
     pubkey = (key.with_suffix(".pub")).read_text().strip()
@@ -268,17 +302,17 @@ def up() -> None:
     password_file.write_text(password + "\n")
     password_file.chmod(0o600)
     known = []
-    for host in FLEET:
+    for host in hosts:
         wait_booted(host)
         provision_admin(host, pubkey, password)
         install_engine(host)
         known.append(host_key_line(host))
     (SSH_DIR / "known_hosts").write_text("\n".join(known) + "\n")
-    write_inventory(key)
+    write_inventory(key, hosts)
     # Facts cached from an earlier lab describe hosts that no longer exist.
     shutil.rmtree(ROOT / ".cache" / "facts", ignore_errors=True)
-    wait_engines()
-    log(f"up: {', '.join(f'{h.name}={h.address}' for h in FLEET)} (image {image})")
+    wait_engines(hosts)
+    log(f"up: {', '.join(f'{h.name}={h.address}' for h in hosts)} (image {image})")
 
 
 def down() -> None:
@@ -291,9 +325,19 @@ def down() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument(
+        "--gpu-hosts",
+        type=int,
+        default=DEFAULT_GPU_HOSTS,
+        metavar="N",
+        help=f"GPU hosts in the lab built by `up` (1-{MAX_GPU_HOSTS}, default {DEFAULT_GPU_HOSTS})",
+    )
     args = parser.parse_args()
     os.environ.setdefault("CONTAINERS_CONF", str(ROOT / "lab" / "containers.conf"))
-    {"up": up, "down": down}[args.action]()
+    if args.action == "up":
+        up(args.gpu_hosts)
+    else:
+        down()
     return 0
 
 

@@ -1,16 +1,17 @@
+# Copyright (c) 2026, localguard contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """Filters over the API key core (plugins/module_utils/localguard_apikeys.py)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
-
-# Filters run on the controller, where the project's module_utils are not a package path.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "module_utils"))
-from localguard_apikeys import ApiKeyError, merge_usage  # noqa: E402
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_apikeys import (
+    ApiKeyError,
+    merge_usage,
+)
 
 
 def key_usage_merge(reports: Iterable[Mapping]) -> dict:

@@ -1,14 +1,12 @@
+# Copyright (c) 2026, localguard contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """Jinja filters over module_utils/localguard_engines: the one table of engine facts."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from ansible.errors import AnsibleFilterError
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "module_utils"))
-from localguard_engines import (  # noqa: E402
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_engines import (
     as_dict,
     denied_patterns,
     listen_args,

@@ -1,18 +1,16 @@
+# Copyright (c) 2026, localguard contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """Jinja filters for the firewall role: thin wrappers around module_utils/localguard_nftables."""
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
-
-# Filters run on the controller, where the project's module_utils are not a package path.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "module_utils"))
-from localguard_nftables import (  # noqa: E402
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_nftables import (
     AddressSet,
     FirewallDataError,
     address_sets,

@@ -1,16 +1,14 @@
+# Copyright (c) 2026, localguard contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """Jinja filters for the pki role: thin wrappers around module_utils/localguard_pki."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
-
-# Filters run on the controller, where the project's module_utils are not a package path.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "module_utils"))
-from localguard_pki import (  # noqa: E402
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_pki import (
     PkiError,
     client_name_problems,
     csr_problems,
@@ -45,7 +43,10 @@ def pki_name_constraints(names: Sequence[str], hostvars: Mapping, ipv4_prefix: i
 
 
 def pki_csr_problems(csr_pem: str, name: str, sans: Sequence[str], crl_urls: Sequence[str]) -> list[str]:
-    return csr_problems(csr_pem, name, sans, crl_urls)
+    try:
+        return csr_problems(csr_pem, name, sans, crl_urls)
+    except PkiError as exc:  # no `cryptography` on the controller
+        raise AnsibleFilterError(f"localguard_pki_csr_problems: {exc}") from None
 
 
 def pki_client_name_problems(names: Sequence[str], permitted: Sequence[str]) -> list[str]:

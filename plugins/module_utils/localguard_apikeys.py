@@ -1,4 +1,7 @@
 #!/usr/bin/python3
+# Copyright (c) 2026, localguard contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """localguard API keys: the registry, its lifecycle, the signed key list and the gateway side.
 
 Plain functions on top of the standard library and `cryptography` (Ed25519), no Ansible imports.
@@ -40,9 +43,16 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+# Loading must not need `cryptography`: Ansible's import check loads module_utils without it, and
+# the registry reports and the usage merge work without it; signing and verifying say they need it.
+try:
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+except ImportError as exc:
+    CRYPTOGRAPHY_IMPORT_ERROR: ImportError | None = exc
+else:
+    CRYPTOGRAPHY_IMPORT_ERROR = None
 
 UTC = dt.UTC
 FORMAT = 1
@@ -82,6 +92,12 @@ class ApiKeyError(Exception):
     """A refusal or failure (exit 1) whose message names what is wrong and never holds a key."""
 
     exit_code = 1
+
+
+def require_cryptography() -> None:
+    """Name the missing library instead of failing later with a NameError."""
+    if CRYPTOGRAPHY_IMPORT_ERROR is not None:
+        raise ApiKeyError(f"the Python library cryptography is required: {CRYPTOGRAPHY_IMPORT_ERROR}")
 
 
 class Rejected(ApiKeyError):
@@ -337,7 +353,7 @@ class Record:
         name = data["name"]
         if not NAME_RE.fullmatch(name):
             raise ValueError(f"{where}: bad name {name!r}")
-        prefix, _, generation = data["id"].rpartition(".")
+        prefix, generation = data["id"].rpartition(".")[::2]
         if prefix != name or not generation.isdigit() or int(generation) < 1:
             raise ValueError(f"{where}: id is not <name>.<generation>")
         if not SHA256_RE.fullmatch(data["sha256"]):
@@ -826,6 +842,7 @@ def fingerprint(public_key: Ed25519PublicKey) -> str:
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
+    require_cryptography()
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except OSError as exc:
@@ -838,6 +855,7 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
+    require_cryptography()
     try:
         key = serialization.load_pem_public_key(path.read_bytes())
     except OSError as exc:
@@ -1165,7 +1183,7 @@ class FailureLog:
         self.failing = True
         self.last = now
         shown = "none" if serial is None else serial
-        print(
+        print(  # pylint: disable=ansible-bad-function
             f"localguard-keys: keeping verified key list serial {shown}: {reason}",
             file=self.stream or sys.stderr,
         )
@@ -1173,7 +1191,7 @@ class FailureLog:
 
     def success(self, serial: int | None) -> None:
         if self.failing:
-            print(
+            print(  # pylint: disable=ansible-bad-function
                 f"localguard-keys: key list fetch works again, serial {serial}",
                 file=self.stream or sys.stderr,
             )
@@ -1253,13 +1271,16 @@ def read_usage(paths: Iterable[Path]) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # CLI
+# This file is also a command on managed hosts (installed by the roles): the lines where pylint's
+# ansible-bad-function check is off are that command's own output and exit status, never
+# reached from a module.
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse exits 2, which here means "rejected input"
         self.print_usage(sys.stderr)
-        print(f"{self.prog}: {message}", file=sys.stderr)
-        sys.exit(1)
+        print(f"{self.prog}: {message}", file=sys.stderr)  # pylint: disable=ansible-bad-function
+        sys.exit(1)  # pylint: disable=ansible-bad-function
 
 
 def _cmd_revoke(args: argparse.Namespace) -> dict:
@@ -1357,7 +1378,7 @@ def _cmd_fetch(args: argparse.Namespace) -> dict:
             if args.once:
                 return result
             if result["changed"]:
-                print(json.dumps(result, sort_keys=True), flush=True)
+                print(json.dumps(result, sort_keys=True), flush=True)  # pylint: disable=ansible-bad-function
         time.sleep(args.interval)
 
 
@@ -1370,11 +1391,11 @@ def _cmd_usage(args: argparse.Namespace) -> dict:
 
 
 def _say(message: str) -> None:
-    print(f"localguard-keys: {message}", file=sys.stderr)
+    print(f"localguard-keys: {message}", file=sys.stderr)  # pylint: disable=ansible-bad-function
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="localguard-keys", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="localguard-keys", description=__doc__.split("\n\n", maxsplit=1)[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def registry_paths(cmd: argparse.ArgumentParser, signing: bool = True) -> None:
@@ -1439,14 +1460,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Reported as exc:
         return exc.exit_code
     except ApiKeyError as exc:
-        print(f"localguard-keys {args.command}: {exc}", file=sys.stderr)
+        print(f"localguard-keys {args.command}: {exc}", file=sys.stderr)  # pylint: disable=ansible-bad-function
         return exc.exit_code
     except OSError as exc:
-        print(f"localguard-keys {args.command}: {exc}", file=sys.stderr)
+        print(f"localguard-keys {args.command}: {exc}", file=sys.stderr)  # pylint: disable=ansible-bad-function
         return 1
-    print(json.dumps(result, sort_keys=True))
+    print(json.dumps(result, sort_keys=True))  # pylint: disable=ansible-bad-function
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main())  # pylint: disable=ansible-bad-function

@@ -1,3 +1,6 @@
+# Copyright (c) 2026, localguard contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """What localguard knows about each inference engine: one table, read by every role.
 
 The firewall binds its egress lockdown to the engine's account, the engine role sandboxes its
@@ -261,8 +264,8 @@ def _matches(name: str, flag: str) -> bool:
 
 
 def _env_problems(spec: Engine, extra_environment: dict) -> list[str]:
-    owned = {name: "telemetry and hub downloads off (EN-04)" for name, _ in spec.telemetry_env}
-    owned |= {name: "what requests can make the engine do" for name, _ in spec.hardening_env}
+    owned = {name: "telemetry and hub downloads off (EN-04)" for name, _value in spec.telemetry_env}
+    owned |= {name: "what requests can make the engine do" for name, _value in spec.hardening_env}
     if spec.listen_env:
         owned[spec.listen_env] = "the loopback-only bind (EN-02)"
     if spec.models_env:

@@ -1,3 +1,6 @@
+# Copyright (c) 2026, localguard contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """What this host lets localguard enforce: decided once, read by every role.
 
 Containers (the lab, CI) forbid some controls that real hosts must get: kernel.* sysctls,

@@ -1,3 +1,6 @@
+# Copyright (c) 2026, localguard contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """Validate firewall data and turn it into nftables statements.
 
 Rules are dicts keyed by sortable names ("010 ssh from admins"), merged default -> group -> host

@@ -1,3 +1,6 @@
+# Copyright (c) 2026, localguard contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """Persist sysctls to one file and apply them at runtime in a single pass.
 
 One module call replaces a loop of one task per key (about 1 s per key per host over SSH).

@@ -1,4 +1,7 @@
 #!/usr/bin/python
+# Copyright (c) 2026, localguard contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """Ansible shell around localguard_apikeys: one API key name's lifecycle in the key registry."""
 
 from __future__ import annotations
@@ -106,12 +109,14 @@ options:
   delivery_file:
     description: With O(state=delivered), the file that receives the key (mode 0600, written atomically).
     type: path
-author: localguard
+requirements:
+  - cryptography (Ed25519) on the registry host; Debian 12's C(python3-cryptography) is enough.
+author: localguard contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""
 - name: Make sure team-a has a key
-  localguard_api_key:
+  localguard.hardening.localguard_api_key:
     name: team-a
     owner: Team A
     scopes: [chat, models]
@@ -120,7 +125,7 @@ EXAMPLES = r"""
   no_log: true
 
 - name: Deliver it
-  localguard_api_key:
+  localguard.hardening.localguard_api_key:
     name: team-a
     state: delivered
     key: "{{ lg_key.key }}"
@@ -129,7 +134,7 @@ EXAMPLES = r"""
   no_log: true
 
 - name: Rotate team-a's key when due, dropping keys whose overlap has ended
-  localguard_api_key:
+  localguard.hardening.localguard_api_key:
     name: team-a
     state: rotated
     retire: true
@@ -137,7 +142,7 @@ EXAMPLES = r"""
   no_log: true
 
 - name: Revoke one leaked generation
-  localguard_api_key:
+  localguard.hardening.localguard_api_key:
     state: revoked
     key_id: team-a.3
 """
@@ -182,8 +187,9 @@ would_create:
 import contextlib
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.localguard_apikeys import (
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_apikeys import (
+    CRYPTOGRAPHY_IMPORT_ERROR,
     ENGINES,
     ROUTE_CLASSES,
     ApiKeyError,
@@ -323,6 +329,8 @@ def main() -> None:
         required_if=[("state", "delivered", ("name", "key", "delivery_file"))],
         supports_check_mode=True,
     )
+    if CRYPTOGRAPHY_IMPORT_ERROR is not None:
+        module.fail_json(msg=missing_required_lib("cryptography"), exception=str(CRYPTOGRAPHY_IMPORT_ERROR))
     try:
         result = run(module.params, module.check_mode)
     except ApiKeyError as exc:

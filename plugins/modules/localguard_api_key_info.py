@@ -1,4 +1,7 @@
 #!/usr/bin/python
+# Copyright (c) 2026, localguard contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """Ansible shell around localguard_apikeys: what the key registry holds and what needs doing."""
 
 from __future__ import annotations
@@ -28,16 +31,16 @@ options:
         C(localguard-keys usage) on each gateway (merged over gateways).
     type: dict
     default: {}
-author: localguard
+author: localguard contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""
 - name: Find keys due for rotation
-  localguard_api_key_info:
+  localguard.hardening.localguard_api_key_info:
   register: lg_keys
 
 - name: Rotate them
-  localguard_api_key:
+  localguard.hardening.localguard_api_key:
     name: "{{ item }}"
     state: rotated
     retire: true
@@ -62,7 +65,11 @@ due:
   type: list
   elements: str
 retirable:
-  description: Names with retiring keys whose overlap has ended (removed by O(state=rotated) with O(retire)).
+  description:
+    - Names with retiring keys whose overlap has ended (removed by
+      M(localguard.hardening.localguard_api_key) with
+      O(localguard.hardening.localguard_api_key#module:state=rotated) and
+      O(localguard.hardening.localguard_api_key#module:retire=true)).
   returned: always
   type: list
   elements: str
@@ -86,7 +93,7 @@ usage:
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.localguard_apikeys import (
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_apikeys import (
     ApiKeyError,
     due_names,
     expired_ids,

@@ -1,4 +1,7 @@
 #!/usr/bin/python
+# Copyright (c) 2026, localguard contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """Ansible shell around localguard_hostenv: report what this host lets localguard enforce."""
 
 from __future__ import annotations
@@ -14,12 +17,12 @@ description:
     while a real host gets every control applied.
   - Read-only; never changes the host.
 options: {}
-author: localguard
+author: localguard contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""
 - name: Learn what this host lets us enforce
-  localguard_host_facts:
+  localguard.hardening.localguard_host_facts:
 
 - name: Load audit rules only where the kernel lets us
   ansible.builtin.command: augenrules --load
@@ -53,7 +56,7 @@ ansible_facts:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.localguard_hostenv import probe
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_hostenv import probe
 
 
 def main() -> None:

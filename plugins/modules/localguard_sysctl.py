@@ -1,4 +1,7 @@
 #!/usr/bin/python
+# Copyright (c) 2026, localguard contributors
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# SPDX-License-Identifier: Apache-2.0
 """Ansible shell around localguard_sysctl: persist and apply a set of sysctls in one pass."""
 
 from __future__ import annotations
@@ -27,12 +30,12 @@ options:
     type: list
     elements: str
     default: []
-author: localguard
+author: localguard contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""
 - name: Harden kernel pointers and reverse-path filtering
-  localguard_sysctl:
+  localguard.hardening.localguard_sysctl:
     settings:
       kernel.kptr_restrict: 2
       net.ipv4.conf.all.rp_filter: 1
@@ -62,7 +65,7 @@ file_changed:
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.localguard_sysctl import enforce
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_sysctl import enforce
 
 
 def main() -> None:
@@ -86,9 +89,9 @@ def main() -> None:
         file_changed=result.file_changed,
         diff={
             "before": result.before_file
-            + "".join(f"# live {k} = {b}\n" for k, (b, _) in result.applied.items()),
+            + "".join(f"# live {k} = {b}\n" for k, (b, _after) in result.applied.items()),
             "after": result.after_file
-            + "".join(f"# live {k} = {a}\n" for k, (_, a) in result.applied.items()),
+            + "".join(f"# live {k} = {a}\n" for k, (_before, a) in result.applied.items()),
             "before_header": params["file"],
             "after_header": params["file"],
         },

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 
-from localguard_engines import engine
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_engines import engine
 
 # The lab's GPU hosts and their engines, as scripts/lab.py builds them.
 LAB_ENGINES = {"gpu1": engine("llama_cpp"), "gpu2": engine("ollama"), "gpu3": engine("vllm")}

@@ -82,7 +82,7 @@ def registry(name: str) -> list[dict]:
 
 
 def issue(name: str, **settings) -> str:
-    run = playbook("api-key-issue.yml", {"name": name, **settings})
+    run = playbook("api_key_issue.yml", {"name": name, **settings})
     assert run.rc == 0, run.failure_messages()
     return delivered(name)
 
@@ -115,7 +115,7 @@ def test_key_07_a_scoped_key_gets_403_outside_its_scope(urls):
 def test_key_08_check_mode_lists_what_would_rotate_and_changes_nothing(urls):
     before = registry("lab-life")
     key = delivered("lab-life")
-    run = playbook("api-key-rotate.yml", {"force_names": ["lab-life"]}, check=True)
+    run = playbook("api_key_rotate.yml", {"force_names": ["lab-life"]}, check=True)
     assert run.rc == 0, run.failure_messages()
     messages = json.dumps(run.plays)
     assert "Would rotate" in messages and "lab-life" in messages
@@ -124,7 +124,7 @@ def test_key_08_check_mode_lists_what_would_rotate_and_changes_nothing(urls):
 
 def test_key_08_rotation_overlap_then_only_the_new_key(urls):
     old = delivered("lab-life")
-    run = playbook("api-key-rotate.yml", {"force_names": ["lab-life"]})
+    run = playbook("api_key_rotate.yml", {"force_names": ["lab-life"]})
     assert run.rc == 0, run.failure_messages()
     delivered_at = time.monotonic()
     new = delivered("lab-life")
@@ -139,7 +139,7 @@ def test_key_08_rotation_overlap_then_only_the_new_key(urls):
     assert statuses(urls, old) == dict.fromkeys(GATEWAYS, 401)
     assert statuses(urls, new) == dict.fromkeys(GATEWAYS, 200)
     # The next scheduled run removes the retired record.
-    again = playbook("api-key-rotate.yml")
+    again = playbook("api_key_rotate.yml")
     assert again.rc == 0, again.failure_messages()
     assert [record["status"] for record in registry("lab-life")] == ["active"]
 
@@ -149,7 +149,7 @@ def test_key_08_a_paused_gateway_stops_the_rotation_and_a_rerun_completes_it(url
     time.sleep(2)  # due now
     subprocess.run(["podman", "pause", "lg-gpu3"], check=True)
     try:
-        failed = run_playbook(PLAYBOOKS / "api-key-rotate.yml", INVENTORY, env=NO_SSH_REUSE)
+        failed = run_playbook(PLAYBOOKS / "api_key_rotate.yml", INVENTORY, env=NO_SSH_REUSE)
         assert failed.rc != 0
         assert any("gpu3" in message for message in failed.failure_messages()), failed.failure_messages()
         assert statuses({g: urls[g] for g in ("gpu1", "gpu2")}, old) == {"gpu1": 200, "gpu2": 200}
@@ -158,7 +158,7 @@ def test_key_08_a_paused_gateway_stops_the_rotation_and_a_rerun_completes_it(url
         subprocess.run(["podman", "unpause", "lg-gpu3"], check=True)
     assert delivered("lab-fault") == old
     assert statuses(urls, old) == dict.fromkeys(GATEWAYS, 200)
-    rerun = playbook("api-key-rotate.yml")
+    rerun = playbook("api_key_rotate.yml")
     assert rerun.rc == 0, rerun.failure_messages()
     new = delivered("lab-fault")
     assert new != old
@@ -174,7 +174,7 @@ def test_key_08_a_gateway_that_cannot_apply_the_new_list_stops_the_delivery(urls
     pinned = "/etc/localguard/gateway/keylist-signing.pub"
     assert podman("lg-gpu3", "mv", pinned, f"{pinned}.away").returncode == 0
     try:
-        failed = playbook("api-key-rotate.yml")
+        failed = playbook("api_key_rotate.yml")
         assert failed.rc != 0
         assert any("Nothing was delivered" in m and "gpu3" in m for m in failed.failure_messages()), (
             failed.failure_messages()
@@ -183,7 +183,7 @@ def test_key_08_a_gateway_that_cannot_apply_the_new_list_stops_the_delivery(urls
         assert statuses({g: urls[g] for g in ("gpu1", "gpu2")}, old) == {"gpu1": 200, "gpu2": 200}
     finally:
         podman("lg-gpu3", "mv", f"{pinned}.away", pinned)
-    rerun = playbook("api-key-rotate.yml")
+    rerun = playbook("api_key_rotate.yml")
     assert rerun.rc == 0, rerun.failure_messages()
     new = delivered("lab-midfault")
     assert new != old
@@ -197,7 +197,7 @@ def test_key_10_revoke_playbook_refused_by_every_gateway_timed(urls):
     watcher = threading.Thread(target=lambda: result.update(probe(urls, key, until=401, timeout=60)))
     start = time.monotonic()
     watcher.start()
-    run = playbook("api-key-revoke.yml", {"name": "lab-revoke"})
+    run = playbook("api_key_revoke.yml", {"name": "lab-revoke"})
     watcher.join()
     assert run.rc == 0, run.failure_messages()
     assert result["statuses"] == dict.fromkeys(GATEWAYS, 401), result
@@ -249,7 +249,7 @@ def test_key_05_a_tampered_list_is_rejected_and_the_last_good_one_stays(urls):
 
 def test_key_07_the_plaintext_is_in_no_output_log_or_file_but_the_delivery_file(urls):
     verbose = subprocess.run(
-        [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(INVENTORY), str(PLAYBOOKS / "api-key-issue.yml"),
+        [str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(INVENTORY), str(PLAYBOOKS / "api_key_issue.yml"),
          "-e", "name=lab-secret", "-vvv"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -290,7 +290,7 @@ def test_key_09_last_use_report_names_the_key_id_its_address_and_flags_unused_ke
     time.sleep(15)  # lab-unused is 15 s old and never used; lab-life is used just now
     key = delivered("lab-life")
     assert statuses(urls, key) == dict.fromkeys(GATEWAYS, 200)
-    run = playbook("api-key-last-use.yml", {"stale_after": "10s"})
+    run = playbook("api_key_last_use.yml", {"stale_after": "10s"})
     assert run.rc == 0, run.failure_messages()
     report = task_result(run, "KEY-09 | Report")["msg"]
     [active] = [r["id"] for r in registry("lab-life") if r["status"] == "active"]

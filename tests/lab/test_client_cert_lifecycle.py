@@ -1,5 +1,5 @@
 """PKI-03/04/08/10: an mTLS client certificate's life through the playbooks an operator runs
-(playbooks/client-cert-{issue,rotate,revoke}.yml), checked with real handshakes from the client
+(playbooks/client_cert_{issue,rotate,revoke}.yml), checked with real handshakes from the client
 host through every gateway's mTLS tier (gateway_mtls_port), a valid API key on every request.
 
 Tests run in file order, each on the state the one before left: issue, rotate, revoke, then a
@@ -119,7 +119,7 @@ def name() -> str:
 
 @pytest.fixture(scope="module")
 def issued(name) -> str:
-    run = run_playbook(PLAYBOOKS / "client-cert-issue.yml", INVENTORY, "-e", f"client={name}")
+    run = run_playbook(PLAYBOOKS / "client_cert_issue.yml", INVENTORY, "-e", f"client={name}")
     assert run.rc == 0, run.failure_messages() or run.stderr[-2000:]
     return name
 
@@ -134,13 +134,13 @@ def earlier_cert(issued, tmp_path_factory) -> list[str]:
 
 def rotate(name: str, *args: str):
     return run_playbook(
-        PLAYBOOKS / "client-cert-rotate.yml", INVENTORY, "-e", json.dumps({"pki_clients": [name]}), *args
+        PLAYBOOKS / "client_cert_rotate.yml", INVENTORY, "-e", json.dumps({"pki_clients": [name]}), *args
     )
 
 
 @pytest.fixture(scope="module")
 def rotated(issued, earlier_cert) -> dict:
-    """client-cert-rotate.yml for the lifecycle client: once while its certificate is far from the
+    """client_cert_rotate.yml for the lifecycle client: once while its certificate is far from the
     renewal window, then forced."""
     crt = CLIENTS / f"{issued}.crt"
     serials = {"issued": serial_of(crt)}
@@ -157,7 +157,7 @@ def test_pki_03_issued_client_is_accepted_by_every_gateways_mtls_tier(urls, issu
     assert all(accepted(r) for gpu in GATEWAYS for r in results[gpu]), results
     # Issuing again leaves a valid certificate alone.
     before = serial_of(CLIENTS / f"{issued}.crt")
-    again = run_playbook(PLAYBOOKS / "client-cert-issue.yml", INVENTORY, "-e", f"client={issued}")
+    again = run_playbook(PLAYBOOKS / "client_cert_issue.yml", INVENTORY, "-e", f"client={issued}")
     assert again.rc == 0, again.failure_messages()
     assert serial_of(CLIENTS / f"{issued}.crt") == before
 
@@ -191,7 +191,7 @@ def test_pki_08_revoked_client_refused_by_every_gateway_while_others_are_accepte
     start = time.time()
     poller.stdin.write(json.dumps(payload))
     poller.stdin.close()
-    revoke = run_playbook(PLAYBOOKS / "client-cert-revoke.yml", INVENTORY, "-e", f"client={name}")
+    revoke = run_playbook(PLAYBOOKS / "client_cert_revoke.yml", INVENTORY, "-e", f"client={name}")
     playbook_seconds = time.time() - start
     poller.wait(timeout=240)
     out, err = poller.stdout.read(), poller.stderr.read()
@@ -225,7 +225,7 @@ def test_pki_08_revocation_holds_through_harden_yml_and_the_name_is_never_signed
     for gpu in GATEWAYS:
         assert refused(results[gpu][0]) and accepted(results[gpu][1]), results[gpu]
     before = serial_of(CLIENTS / f"{name}.crt")
-    reissue = run_playbook(PLAYBOOKS / "client-cert-issue.yml", INVENTORY, "-e", f"client={name}")
+    reissue = run_playbook(PLAYBOOKS / "client_cert_issue.yml", INVENTORY, "-e", f"client={name}")
     assert reissue.rc != 0
     assert any("never signed again" in message for message in reissue.failure_messages()), (
         reissue.failure_messages()

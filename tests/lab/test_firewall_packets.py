@@ -227,7 +227,12 @@ def test_fw_06_rollback_that_fires_before_the_confirmation_fails_loudly(ip):
     hosts = ("gpu1", "gpu2", "gpu3", "logs", "ca1")
     before = {h: (table_hash(f"lg-{h}"), applied_hash(f"lg-{h}")) for h in hosts}
     extra_rule = {"950 rollback race probe": {"proto": "tcp", "dport": 9, "saddr_set": "admins"}}
-    probe = {"firewall_input_rules_host": extra_rule, "firewall_rollback_seconds": 1}
+    # One batch of GPU hosts, so three of them share the two forks (the canary batch has one host).
+    probe = {
+        "firewall_input_rules_host": extra_rule,
+        "firewall_rollback_seconds": 1,
+        "localguard_serial": "100%",
+    }
     run = run_playbook(
         ROOT / "harden.yml", INVENTORY, "--tags", "firewall", "--forks", "2", "-e", json.dumps(probe)
     )

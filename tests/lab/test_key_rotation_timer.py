@@ -1,5 +1,5 @@
 """KR-04 with KEY-08 on the lab: the rotation controller's service (what localguard-key-rotation.timer
-starts) rotates a due key. ctl runs playbooks/api-key-rotate.yml against the lab over SSH, sandboxed,
+starts) rotates a due key. ctl runs playbooks/api_key_rotate.yml against the lab over SSH, sandboxed,
 as localguard-rotate; the registry on ca1 then holds the key's next generation.
 
 Driven from this machine over real SSH (the lab's admin key and host keys), as an operator would:
@@ -41,10 +41,10 @@ def generations(lab_hosts, lab_admin) -> dict[int, dict]:
 
 def test_kr_04_the_timers_service_on_ctl_rotates_a_due_key(lab_hosts, lab_admin):
     # Due one second after it is made (max_age 1s): the next rotation must replace it.
-    issue = run_playbook(PLAYBOOKS / "api-key-issue.yml", INVENTORY, "-e", f"name={NAME}", "-e", "max_age=1s")
+    issue = run_playbook(PLAYBOOKS / "api_key_issue.yml", INVENTORY, "-e", f"name={NAME}", "-e", "max_age=1s")
     assert issue.rc == 0, issue.failure_messages() or issue.stderr[-2000:]
     before = generations(lab_hosts, lab_admin)
-    assert before, "api-key-issue.yml made no record"
+    assert before, "api_key_issue.yml made no record"
     current = max(before)
     time.sleep(2)
 

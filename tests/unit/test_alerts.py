@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-import localguard_alerts as alerts
 import pytest
-from localguard_alerts import (
+from ansible_collections.localguard.hardening.plugins.module_utils import localguard_alerts as alerts
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_alerts import (
     AlertEngine,
     ConfigError,
     load_config,

@@ -16,12 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.x509.oid import NameOID
-from localguard_apikeys import (
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_apikeys import (
     ApiKeyError,
     FailureLog,
     LockTimeout,
@@ -66,6 +61,11 @@ from localguard_apikeys import (
     verify_envelope,
     write_delivery,
 )
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import NameOID
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
@@ -904,7 +904,7 @@ def test_fetch_once_applies_and_keeps_the_verified_list_on_a_bad_one(registry_se
 def test_fetch_loop_keeps_polling_logs_once_and_sends_the_etag_only_after_an_apply(
     registry_server, gateway, capsys, monkeypatch
 ):
-    import localguard_apikeys
+    from ansible_collections.localguard.hardening.plugins.module_utils import localguard_apikeys
 
     srv = registry_server
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)

@@ -3,8 +3,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dangerous_routes import NEVER_ALLOWED, path_of
-from localguard_engines import (
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_engines import (
     ENGINES,
     SCOPES,
     denied_patterns,
@@ -18,6 +17,7 @@ from localguard_engines import (
     route_scope,
     routes,
 )
+from dangerous_routes import NEVER_ALLOWED, path_of
 
 
 def test_every_engine_listens_on_loopback_one_way_or_another():

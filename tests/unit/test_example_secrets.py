@@ -20,6 +20,6 @@ def test_every_secret_of_the_example_vault_is_refused_by_the_preflight():
         vault.decrypt((ROOT / "inventories/example/group_vars/all/vault.yml").read_bytes())
     )
     published = [example["vault_pki_ca_passphrase"], *(k["key"] for k in example["vault_gateway_api_keys"])]
-    refused = yaml.safe_load((ROOT / "playbooks/vars/example-secrets.yml").read_text())
+    refused = yaml.safe_load((ROOT / "roles/preflight/vars/main.yml").read_text())
     digests = {hashlib.sha256(secret.encode()).hexdigest() for secret in published}
-    assert digests <= set(refused["localguard_example_secrets_sha256"])
+    assert digests <= set(refused["preflight_example_secrets_sha256"])

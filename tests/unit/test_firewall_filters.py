@@ -1,6 +1,10 @@
 import pytest
 from ansible.errors import AnsibleFilterError
-from localguard_firewall import host_addresses, nft_rules, nft_sets
+from ansible_collections.localguard.hardening.plugins.filter.localguard_firewall import (
+    host_addresses,
+    nft_rules,
+    nft_sets,
+)
 
 
 def test_host_addresses_prefer_explicit_then_ip_then_facts():

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 import pytest
-from localguard_hostenv import (
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_hostenv import (
     CAP_AUDIT_CONTROL,
     container_type,
     decide,

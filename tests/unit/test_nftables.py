@@ -1,5 +1,5 @@
 import pytest
-from localguard_nftables import (
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_nftables import (
     FirewallDataError,
     address_set,
     address_sets,

@@ -8,14 +8,12 @@ import stat
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from localguard_pki import (
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_pki import (
     HOST_EKU,
     PkiError,
     Revoked,
+    SignRequest,
+    batch,
     build_crl,
     client_name_problems,
     crl_state,
@@ -27,9 +25,17 @@ from localguard_pki import (
     name_constraints,
     newer,
     prune,
+    renewal_reason,
     resign_reason,
     save_db,
+    sign_batch,
+    sign_csr,
+    signed_by,
 )
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
 URL = "http://10.20.2.10/crl.der"
@@ -78,9 +84,9 @@ def make_leaf(ca_cert, ca_key, cn: str, not_after: dt.datetime) -> x509.Certific
 
 
 def make_csr(
-    cn: str, sans: list[x509.GeneralName], *, ca: bool = False, eku=None, cdp=URL, extra=None
+    cn: str, sans: list[x509.GeneralName], *, ca: bool = False, eku=None, cdp=URL, extra=None, key=None
 ) -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = key or ec.generate_private_key(ec.SECP256R1())
     builder = x509.CertificateSigningRequestBuilder().subject_name(name(cn))
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -344,3 +350,190 @@ def test_fetch_installs_newer_refuses_forged_and_older(tmp_path, capsys):
     assert not run_cli(capsys, *fetch)["changed"]
     assert crl_state(x509.load_pem_x509_crl(dest.read_bytes()), x509.load_pem_x509_certificate(
         (ca_dir / "ca.crt").read_bytes())).number == 2  # fmt: skip
+
+
+# --- signing: one batch per run on the CA host (localguard_pki_batch) ------------------------------
+
+GPU = "gpu-a01.example.internal"
+
+
+def load_csr(pem: str) -> x509.CertificateSigningRequest:
+    return x509.load_pem_x509_csr(pem.encode())
+
+
+def pem_of(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def server_request(csr: str, certificate: str = "", force: bool = False) -> SignRequest:
+    return SignRequest(GPU, csr, certificate, force)
+
+
+def client_csr(cn: str, key=None) -> str:
+    return make_csr(cn, [], eku=[ExtendedKeyUsageOID.CLIENT_AUTH], key=key)
+
+
+def no_key():
+    raise AssertionError("the CA key was opened")
+
+
+def test_a_signed_certificate_carries_the_csr_and_is_kept_until_its_renewal_window():
+    ca_cert, ca_key = make_ca()
+    csr = load_csr(make_csr(GPU, gpu_sans_with_ip()))
+    cert = sign_csr(csr, ca_cert, ca_key, NOW, 90)
+    assert signed_by(cert, ca_cert) and cert.subject == csr.subject
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sorted(sans.get_values_for_type(x509.DNSName)) == ["gpu-a01", GPU]
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(eku) == set(HOST_EKU)
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    assert aki == x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
+    assert renewal_reason(cert, csr, ca_cert, NOW, 30) is None
+    assert renewal_reason(cert, csr, ca_cert, NOW + dt.timedelta(days=60), 30) is None
+    assert "renewal window" in renewal_reason(cert, csr, ca_cert, NOW + dt.timedelta(days=60, seconds=1), 30)
+
+
+def test_a_certificate_is_renewed_for_another_key_names_usage_ca_or_a_revoked_serial():
+    ca_cert, ca_key = make_ca()
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = load_csr(make_csr(GPU, gpu_sans_with_ip(), key=key))
+    cert = sign_csr(csr, ca_cert, ca_key, NOW, 90)
+    assert renewal_reason(None, csr, ca_cert, NOW, 30) == "no certificate yet"
+    assert (
+        renewal_reason(cert, load_csr(make_csr(GPU, gpu_sans_with_ip())), ca_cert, NOW, 30)
+        == "the key changed"
+    )
+    fewer_names = load_csr(make_csr(GPU, GPU_SANS, key=key))
+    assert "names or key usages" in renewal_reason(cert, fewer_names, ca_cert, NOW, 30)
+    other_usage = load_csr(make_csr(GPU, gpu_sans_with_ip(), key=key, eku=[ExtendedKeyUsageOID.SERVER_AUTH]))
+    assert "names or key usages" in renewal_reason(cert, other_usage, ca_cert, NOW, 30)
+    assert (
+        renewal_reason(cert, load_csr(make_csr("gpu-a02", gpu_sans_with_ip(), key=key)), ca_cert, NOW, 30)
+        == "the subject changed"
+    )
+    # Another CA of the same name: only the signature tells them apart.
+    other_ca, other_key = make_ca(cn="unit CA")
+    assert "not issued by the current CA" in renewal_reason(
+        sign_csr(csr, other_ca, other_key, NOW, 90), csr, ca_cert, NOW, 30
+    )
+    assert renewal_reason(cert, csr, ca_cert, NOW, 30, {cert.serial_number}) == "the certificate is revoked"
+
+
+def test_a_batch_signs_only_what_is_due_and_opens_the_ca_key_only_then():
+    ca_cert, ca_key = make_ca()
+    due, kept = make_csr(GPU, gpu_sans_with_ip()), make_csr(GPU, gpu_sans_with_ip())
+    current = pem_of(sign_csr(load_csr(kept), ca_cert, ca_key, NOW, 90))
+    opened = []
+
+    def load_key():
+        opened.append(True)
+        return ca_key
+
+    first, second = sign_batch(
+        [server_request(due), server_request(kept, current)], ca_cert, load_key, NOW, 90, 30
+    )
+    assert first.reason == "no certificate yet" and signed_by(
+        load_certificate_pem(first.certificate), ca_cert
+    )
+    assert (second.reason, second.certificate) == (None, current)
+    assert opened == [True]
+    # A rerun with everything current never opens the key.
+    (again,) = sign_batch([server_request(kept, current)], ca_cert, no_key, NOW, 90, 30)
+    assert again.reason is None
+    (forced,) = sign_batch([server_request(kept, current, force=True)], ca_cert, lambda: ca_key, NOW, 90, 30)
+    assert forced.reason == "forced" and forced.certificate != current
+
+
+def test_a_csr_not_signed_by_its_own_key_stops_the_batch_before_the_ca_key_is_opened():
+    ca_cert, _ = make_ca()
+    good = make_csr(GPU, gpu_sans_with_ip())
+    der = bytearray(load_csr(good).public_bytes(serialization.Encoding.DER))
+    der[-1] ^= 0x01  # the last byte of the signature: still a CSR, no longer signed by its key
+    forged = x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM).decode()
+    with pytest.raises(PkiError, match="refusing to sign: gpu-a01.example.internal: the CSR's signature"):
+        sign_batch([server_request(good), server_request(forged)], ca_cert, no_key, NOW, 90, 30)
+    with pytest.raises(PkiError, match="cannot be parsed"):
+        sign_batch([server_request("not a CSR")], ca_cert, no_key, NOW, 90, 30)
+
+
+def test_check_mode_signs_nothing_and_says_what_is_due():
+    ca_cert, _ = make_ca()
+    (result,) = sign_batch([server_request(make_csr(GPU, gpu_sans_with_ip()))], ca_cert, no_key, NOW, 90, 30,
+                           check=True)  # fmt: skip
+    assert (result.reason, result.certificate) == ("no certificate yet", "")
+
+
+def load_certificate_pem(text: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(text.encode())
+
+
+def ca_files(ca_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(ca_dir)): p.read_bytes() for p in sorted(ca_dir.rglob("*")) if p.is_file()}
+
+
+def test_client_batch_keeps_every_certificate_of_a_name_and_refuses_revoked_names(tmp_path):
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    make_ca(ca_dir)
+    alice_key = ec.generate_private_key(ec.SECP256R1())
+    save_db(ca_dir / "revoked.json", [], ["mallory"])
+    clients = [SignRequest(name, client_csr(name, alice_key if name == "alice" else None))
+               for name in ("alice", "mallory", "eve")]  # fmt: skip
+
+    first = batch(ca_dir, PASSPHRASE, [], clients, 90, 30, ["eve"])
+    assert first["changed"] and first["refused"] == ["eve", "mallory"]
+    assert sorted(first["clients"]) == ["alice"] and first["clients"]["alice"]["signed"]
+    issued = load_certificate_pem((ca_dir / "issued" / "alice.crt").read_text())
+    assert pem_of(issued) == first["clients"]["alice"]["certificate"]
+    history = ca_dir / "issued" / "history" / "alice"
+    assert [p.name for p in history.iterdir()] == [f"{issued.serial_number:X}.crt"]
+    assert stat.S_IMODE(history.stat().st_mode) == 0o700
+    assert not (ca_dir / "issued" / "mallory.crt").exists() and not (ca_dir / "issued" / "eve.crt").exists()
+    assert first["ca_certificate"] == (ca_dir / "ca.crt").read_text() and first["crl"] == ""
+
+    # Same key, still valid: nothing changes, the key is not even opened (a wrong passphrase passes).
+    before = ca_files(ca_dir)
+    again = batch(ca_dir, b"not the passphrase", [], clients[:1], 90, 30)
+    assert not again["changed"] and not again["clients"]["alice"]["signed"]
+    assert ca_files(ca_dir) == before
+
+    # Renewed (forced): the replaced certificate stays in the history, to be revoked with the name.
+    forced = batch(
+        ca_dir, PASSPHRASE, [], [SignRequest("alice", client_csr("alice", alice_key), force=True)], 90, 30
+    )
+    renewed = load_certificate_pem((ca_dir / "issued" / "alice.crt").read_text())
+    assert forced["changed"] and renewed.serial_number != issued.serial_number
+    assert sorted(p.name for p in history.iterdir()) == sorted(
+        f"{c.serial_number:X}.crt" for c in (issued, renewed)
+    )
+
+
+def test_client_batch_in_check_mode_writes_nothing_and_refuses_a_path_as_a_name(tmp_path):
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    make_ca(ca_dir)
+    before = ca_files(ca_dir)
+    checked = batch(ca_dir, b"", [], [SignRequest("bob", client_csr("bob"))], 90, 30, check=True)
+    assert checked["changed"] and checked["clients"]["bob"] == {
+        "certificate": "", "signed": True, "reason": "no certificate yet", "serial": "", "not_after": ""
+    }  # fmt: skip
+    assert ca_files(ca_dir) == before
+    with pytest.raises(PkiError, match="not 1-64 letters"):
+        batch(ca_dir, PASSPHRASE, [], [SignRequest("../escape", client_csr("x"))], 90, 30)
+    assert ca_files(ca_dir) == before
+
+
+def test_a_history_copy_missing_for_the_current_certificate_is_added_once(tmp_path):
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    ca_cert, ca_key = make_ca(ca_dir)
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = client_csr("carol", key)
+    # Issued before issued/history/ existed.
+    current = sign_csr(load_csr(csr), ca_cert, ca_key, dt.datetime.now(dt.UTC), 90)
+    (ca_dir / "issued" / "carol.crt").write_text(pem_of(current))
+    out = batch(ca_dir, PASSPHRASE, [], [SignRequest("carol", csr)], 90, 30)
+    assert out["changed"] and not out["clients"]["carol"]["signed"]
+    kept = ca_dir / "issued" / "history" / "carol" / f"{current.serial_number:X}.crt"
+    assert load_certificate_pem(kept.read_text()) == current
+    assert not batch(ca_dir, PASSPHRASE, [], [SignRequest("carol", csr)], 90, 30)["changed"]

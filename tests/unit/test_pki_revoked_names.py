@@ -6,9 +6,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_pki import (
+    Revoked,
+    issued_certificates,
+    load_db_with_names,
+    main,
+    save_db,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from localguard_pki import Revoked, issued_certificates, load_db_with_names, main, save_db
 from test_pki import make_ca, make_leaf
 
 

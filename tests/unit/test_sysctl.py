@@ -1,7 +1,12 @@
 from pathlib import Path
 
 import pytest
-from localguard_sysctl import HEADER, enforce, proc_path, render
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_sysctl import (
+    HEADER,
+    enforce,
+    proc_path,
+    render,
+)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import re
 import shlex
 
 import pytest
-from localguard_engines import engine
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_engines import engine
 
 # What the README claims (1.0-1.1 measured in the lab), with a little room.
 MAX_EXPOSURE = 1.2

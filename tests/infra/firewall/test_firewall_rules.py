@@ -6,7 +6,9 @@ import json
 import re
 
 import pytest
-from localguard_engines import engine as engine_spec
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_engines import (
+    engine as engine_spec,
+)
 from playbook_runner import run_playbook
 
 

@@ -16,9 +16,15 @@ import shlex
 import time
 
 import pytest
+from ansible_collections.localguard.hardening.plugins.module_utils.localguard_apikeys import (
+    envelope_bytes,
+    format_ts,
+    sha256_hex,
+    sign_payload,
+    utcnow,
+)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from localguard_apikeys import envelope_bytes, format_ts, sha256_hex, sign_payload, utcnow
 from playbook_runner import run_playbook
 
 PKI = "/etc/localguard/pki"

@@ -2,7 +2,7 @@
 key and host keys, the sandboxed service and timer, and the alert a failed run leaves.
 
 Every check runs where the host is in `controllers`. The ones that start the service run only in
-the key_rotation Molecule scenario, whose test playbook stands in for api-key-rotate.yml (the lab's
+the key_rotation Molecule scenario, whose test playbook stands in for api_key_rotate.yml (the lab's
 timer test, tests/lab/test_key_rotation_timer.py, rotates a real key instead).
 """
 
@@ -34,7 +34,9 @@ def controller(hostvars) -> None:
 
 @pytest.fixture(scope="module")
 def project_dir(hostvars) -> str:
-    return hostvars.get("key_rotation_project_dir", "/opt/localguard")
+    return hostvars.get(
+        "key_rotation_project_dir", "/opt/localguard/ansible_collections/localguard/hardening"
+    )
 
 
 @pytest.fixture(scope="module")

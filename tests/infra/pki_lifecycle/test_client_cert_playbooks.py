@@ -1,4 +1,4 @@
-"""PKI-03/08/10 through playbooks/client-cert-{issue,rotate,revoke}.yml on the pki_lifecycle
+"""PKI-03/08/10 through playbooks/client_cert_{issue,rotate,revoke}.yml on the pki_lifecycle
 Molecule scenario: what the CA signs and keeps, what the CRL lists, where it is installed, what a
 gateway nobody can reach does to the run, and that a revocation outlives later converges.
 
@@ -66,7 +66,7 @@ def ghost_inventory(host, tmp_path_factory) -> Path:
 
 
 def lifecycle(inventory: Path, action: str, *args: str) -> PlaybookRun:
-    """playbooks/client-cert-<action>.yml, after the scenario's addresses."""
+    """playbooks/client_cert_<action>.yml, after the scenario's addresses."""
     return run_playbook(SCENARIO / f"client-cert-{action}.yml", inventory, *args)
 
 

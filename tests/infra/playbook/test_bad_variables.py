@@ -58,14 +58,23 @@ BAD_VARIABLES = [
         "sets where the engine",
     ),
     ("engine", "engine_vllm_allowed_media_domains", ["https://evil.example/"], "is not a host name"),
+    # PRE-11: rolling batches (harden.yml's GPU play).
+    ("preflight", "localguard_serial", [1, "all"], "must be a batch size"),
+    ("preflight", "localguard_max_fail_percentage", 150, "whole number from 0 to 100"),
 ]
 
 
 def roles_in(playbook: Path) -> set[str]:
-    plays = yaml.safe_load(playbook.read_text())
-    return {
-        role["role"] if isinstance(role, dict) else role for play in plays for role in play.get("roles", [])
-    }
+    """Short names of the roles a playbook runs, following import_playbook (harden.yml at the root
+    only imports playbooks/harden.yml) and dropping the collection prefix."""
+    names = set()
+    for play in yaml.safe_load(playbook.read_text()):
+        imported = play.get("ansible.builtin.import_playbook")
+        if imported:
+            names |= roles_in(playbook.parent / imported)
+        for role in play.get("roles", []):
+            names.add((role["role"] if isinstance(role, dict) else role).rsplit(".", 1)[-1])
+    return names
 
 
 def live_state(host) -> tuple[str, str]:
@@ -131,3 +140,21 @@ def test_bl_lst_02_03_an_undeclared_listener_fails_the_check(first_host, target)
     assert any("python3 tcp 0.0.0.0 8999" in m for m in found.failure_messages()), found.failure_messages()
     clean = run_playbook(playbook, inventory, *strict, limit=limit)
     assert clean.rc == 0, clean.failure_messages()
+
+
+def test_pre_10_a_gpu_host_that_is_also_the_ca_is_refused(first_host, target, tmp_path):
+    """PRE-10: GPU hosts are hardened in their own batches after the CA and collectors, and the CA
+    key never sits on a GPU host: a GPU host put in `ca` stops the run before any change."""
+    playbook, inventory = target
+    host, hostvars = first_host
+    if "preflight" not in roles_in(playbook) or "gpu_hosts" not in hostvars.get("group_names", []):
+        pytest.skip("needs harden.yml and a GPU host")
+    name = hostvars["inventory_hostname"]
+    also_ca = tmp_path / "also-ca.yml"
+    also_ca.write_text(yaml.safe_dump({"all": {"children": {"ca": {"hosts": {name: {}}}}}}))
+    before = live_state(host)
+    run = run_playbook(playbook, inventory, "-i", str(also_ca), limit=name)
+    assert run.rc != 0
+    assert run.total("changed") == 0, run.changed_tasks()
+    assert any("is in gpu_hosts and in ca" in m for m in run.failure_messages()), run.failure_messages()
+    assert live_state(host) == before
