@@ -137,8 +137,11 @@ def podman_exec(host: LabHost, script: str) -> str:
 
 def remove_stale(hosts: tuple[LabHost, ...] = ALL_HOSTS) -> None:
     """Remove only this lab's containers and network: others' lab runs are left alone."""
-    names = [h.container for h in hosts]
-    run("podman", "rm", "-f", "--time", "2", *names, check=False, capture=True)
+    # Only those that exist: podman 4.3's `rm -f` given a missing name removes none of the others.
+    existing = set(run("podman", "ps", "-a", "--format", "{{.Names}}", capture=True).split())
+    names = [h.container for h in hosts if h.container in existing]
+    if names:
+        run("podman", "rm", "-f", "--time", "2", *names, check=False, capture=True)
     run("podman", "network", "rm", "-f", NETWORK, check=False, capture=True)
 
 
