@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from playbook_runner import ROOT
+from probes import podman
 
 pytestmark = pytest.mark.lab
 
@@ -125,10 +126,11 @@ def test_tarball_ships_the_collection_and_not_the_lab(installed) -> None:
 
 
 def test_installed_collection_converges_a_drifted_host_then_changes_nothing(installed, lab_hosts) -> None:
-    run("podman", "exec", lab_hosts[HOST]["lab_container"], "sh", "-c", DRIFT)
+    podman(lab_hosts[HOST]["lab_container"], "sh", "-c", DRIFT).check_returncode()
     first = harden(installed)
     assert first["changed"] >= 1, first
-    sshd = run("podman", "exec", lab_hosts[HOST]["lab_container"], "cat", "/etc/ssh/sshd_config").stdout
-    assert "MaxAuthTries 6" not in sshd
+    sshd = podman(lab_hosts[HOST]["lab_container"], "cat", "/etc/ssh/sshd_config")
+    sshd.check_returncode()
+    assert "MaxAuthTries 6" not in sshd.stdout
     second = harden(installed)
     assert second["changed"] == 0 and second["failures"] == 0, second

@@ -11,11 +11,11 @@ and collector hosts (hardened before the GPU batches) show the change did go out
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 import yaml
 from playbook_runner import ROOT, run_playbook
+from probes import podman
 
 pytestmark = pytest.mark.lab
 
@@ -29,9 +29,9 @@ REFUSED_BY_SSHD = {"baseline_ssh_ciphers": ["aes256-gcm@openssh.com", "lg-no-suc
 
 def host_state(container: str) -> dict[str, str]:
     def read(*cmd: str) -> str:
-        return subprocess.run(
-            ["podman", "exec", container, *cmd], check=True, capture_output=True, text=True
-        ).stdout
+        result = podman(container, *cmd)
+        result.check_returncode()
+        return result.stdout
 
     return {
         "sshd_config": read("cat", "/etc/ssh/sshd_config"),
