@@ -26,7 +26,9 @@ lab-down:
 harden:  ## run harden.yml against the running lab
 	$(BIN)/ansible-playbook harden.yml
 
-demo: lab harden  ## build the lab and harden it: the main job on the default config
+# harden is run after lab, never beside it: under `make -j` two prerequisites would run at once.
+demo: lab  ## build the lab and harden it: the main job on the default config
+	$(MAKE) harden
 
 lint: bootstrap
 	$(BIN)/yamllint -s .
@@ -69,11 +71,13 @@ lab-test: lab
 	  --hosts='gpu_hosts,log_collectors,ca'
 
 # Molecule's scenarios and the lab fleet use containers and networks of their own, so they run
-# side by side (each stage's output is printed whole when it ends). A stage whose runner found no
-# test (Molecule's verifier only warns) fails the run at the summary.
-test: clean-reports lint unit sanity  ## everything CI runs
-	$(MAKE) --output-sync=target -j2 molecule lab-test
-	$(BIN)/python scripts/test-summary.py $(JUNIT) unit sanity $(addprefix molecule-,$(SCENARIOS)) lab-fresh lab
+# side by side, each in its own make (the image is built before, once). Each stage's log is printed
+# whole when both end, a failed one's tail again last, then the summary: it fails the run when a
+# stage's runner found no test (Molecule's verifier only warns) and names the failed tests.
+test: clean-reports lint unit sanity image  ## everything CI runs
+	status=0; scripts/run-stages.sh $(CURDIR)/.cache/stage-logs molecule lab-test || status=$$?; \
+	  $(BIN)/python scripts/test-summary.py $(JUNIT) unit sanity $(addprefix molecule-,$(SCENARIOS)) lab-fresh lab \
+	  && exit $$status
 
 clean-reports:
 	rm -rf $(JUNIT)

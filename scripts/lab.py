@@ -32,6 +32,8 @@ LAB_DIR = ROOT / ".lab"
 SSH_DIR = LAB_DIR / "ssh"
 INVENTORY = ROOT / "inventories" / "lab" / "hosts.yml"
 ADMIN_USER = "lgadmin"
+# A second admin that only the inventory's baseline_ssh_admin_users lets in (BL-SSH-06).
+BREAKGLASS_USER = "lgbreakglass"
 PREFIX = "lg-"
 
 
@@ -176,11 +178,11 @@ def wait_booted(host: LabHost, timeout: float = 90) -> None:
     raise SystemExit(f"lab: {host.name} did not finish booting within {timeout:.0f}s")
 
 
-def ensure_ssh_key() -> Path:
+def ensure_ssh_key(name: str = "id_ed25519", comment: str = "localguard-lab") -> Path:
     SSH_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = SSH_DIR / "id_ed25519"
+    key = SSH_DIR / name
     if not key.exists():
-        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "localguard-lab", "-f", str(key))
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key))
     return key
 
 
@@ -225,7 +227,7 @@ def host_key_line(host: LabHost) -> str:
     return f"{host.address} {key_type} {key_data}"
 
 
-def write_inventory(key: Path, hosts: tuple[LabHost, ...] = FLEET) -> None:
+def write_inventory(key: Path, breakglass_key: Path, hosts: tuple[LabHost, ...] = FLEET) -> None:
     known_hosts = SSH_DIR / "known_hosts"
     groups: dict[str, dict] = {}
     for host in hosts:
@@ -248,6 +250,12 @@ def write_inventory(key: Path, hosts: tuple[LabHost, ...] = FLEET) -> None:
                 "ansible_ssh_common_args": (
                     f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
                 ),
+                # Literal, not a lookup: the fleet checks read it from the inventory as it is written.
+                "baseline_ssh_admin_users": {
+                    BREAKGLASS_USER: {
+                        "authorized_keys": [breakglass_key.with_suffix(".pub").read_text().strip()]
+                    },
+                },
             },
             "children": groups,
         }
@@ -297,6 +305,7 @@ def up(gpu_hosts: int = DEFAULT_GPU_HOSTS) -> None:
     for host in hosts:
         start_host(image, host)
     key = ensure_ssh_key()
+    breakglass_key = ensure_ssh_key("id_ed25519_breakglass", BREAKGLASS_USER)
     pubkey = (key.with_suffix(".pub")).read_text().strip()
     password = secrets.token_urlsafe(18)
     write_lab_secrets()
@@ -311,7 +320,7 @@ def up(gpu_hosts: int = DEFAULT_GPU_HOSTS) -> None:
         install_engine(host)
         known.append(host_key_line(host))
     (SSH_DIR / "known_hosts").write_text("\n".join(known) + "\n")
-    write_inventory(key, hosts)
+    write_inventory(key, breakglass_key, hosts)
     # Facts cached from an earlier lab describe hosts that no longer exist.
     shutil.rmtree(ROOT / ".cache" / "facts", ignore_errors=True)
     wait_engines(hosts)

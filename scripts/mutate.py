@@ -60,7 +60,7 @@ MUTANTS = (
            (GW + "test_gw_nginx_offers_no_tls_below_1_2_anywhere",),
            tags="gateway", limit="gpu2"),
     Mutant("BL-SSH-05 algorithm lines", "roles/baseline/templates/sshd_config.j2",
-           "KexAlgorithms {{ baseline_ssh_kex_algorithms | join(',') }}\n", "",
+           "KexAlgorithms {{ baseline_ssh_kex | join(',') }}\n", "",
            (SSH + "test_bl_ssh_05_algorithms_openssh_accepts_by_default_are_refused",),
            tags="ssh", limit="gpu1"),
     Mutant("BL-SSH-05 MAC line", "roles/baseline/templates/sshd_config.j2",

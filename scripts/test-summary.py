@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Print how many tests each stage of `make test` ran, and fail when one ran none.
+"""Print how many tests each stage of `make test` ran, name the failed ones, and fail when a
+stage ran none or failed.
 
 Every pytest run of `make test` (unit, each Molecule scenario's Testinfra verifier, the lab)
 writes JUnit XML to one directory. Molecule's verifier only warns "no tests found" and passes
 when its directory matches nothing; here such a stage has no file, or a file with no tests, and
-the whole run fails.
+the whole run fails. It runs even when a stage failed, so the end of a CI log (often the only
+part one gets to read) names what failed, whichever stage printed it minutes earlier.
 
 Usage: scripts/test-summary.py <junit-dir> <stage> [<stage> ...]
 """
@@ -16,12 +18,29 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 COUNTS = ("tests", "failures", "errors", "skipped")
+# A failed stage names at most this many of its failed tests; the rest are counted.
+FAILED_SHOWN = 15
 
 
 def stage_counts(path: Path) -> dict[str, int]:
     root = ET.parse(path).getroot()
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
     return {key: sum(int(suite.get(key, 0)) for suite in suites) for key in COUNTS}
+
+
+def failed_tests(path: Path) -> list[str]:
+    """`classname::name: first line of the message` for each failed or erroring test case."""
+    failed = []
+    for case in ET.parse(path).getroot().iter("testcase"):
+        problem = case.find("failure")
+        if problem is None:
+            problem = case.find("error")
+        if problem is None:
+            continue
+        message = (problem.get("message") or problem.text or "").strip().splitlines()
+        name = f"{case.get('classname', '')}::{case.get('name', '')}".lstrip(":")
+        failed.append(f"{name}: {message[0][:200] if message else problem.tag}")
+    return failed
 
 
 def summarize(junit_dir: Path, stages: list[str]) -> tuple[list[str], list[str]]:
@@ -41,6 +60,12 @@ def summarize(junit_dir: Path, stages: list[str]) -> tuple[list[str], list[str]]
         )
         if ran == 0:
             problems.append(f"{stage}: ran no test")
+        failed = failed_tests(path)
+        lines.extend(f"    FAILED {line}" for line in failed[:FAILED_SHOWN])
+        if len(failed) > FAILED_SHOWN:
+            lines.append(f"    ... and {len(failed) - FAILED_SHOWN} more")
+        if failed:
+            problems.append(f"{stage}: {len(failed)} failed")
     return lines, problems
 
 

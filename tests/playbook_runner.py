@@ -34,6 +34,24 @@ class PlaybookRun:
             if result.get("changed")
         ]
 
+    def task_messages(self, task_prefix: str) -> list[str]:
+        """The `msg` of each host's result of the tasks whose name starts with task_prefix."""
+        return [
+            str(result.get("msg", ""))
+            for play in self.plays
+            for task in play["tasks"]
+            if task["task"]["name"].split(" : ", 1)[-1].startswith(task_prefix)
+            for result in task["hosts"].values()
+            if "msg" in result
+        ]
+
+    def host_changes(self) -> list[str]:
+        """Changed tasks, less the AIDE drift reports (BL-AIDE-04): before a run changes anything it
+        keeps, as evidence, what changed on the host since the last run (earlier tests' accounts and
+        files included). A report written is not a change the run made to the host."""
+        drift_report = "BL-AIDE-04 | Keep the report"
+        return [where for where in self.changed_tasks() if not where.startswith(drift_report)]
+
     def ran_on(self, task_prefix: str) -> list[str]:
         """Hosts on which a task whose name starts with `task_prefix` ran (was not skipped); a role's
         tasks are reported as "role : name"."""

@@ -16,6 +16,7 @@ from ansible_collections.localguard.hardening.plugins.module_utils.localguard_nf
     address_sets,
     check_rate,
     egress_gaps,
+    outside_set,
     render_rule,
     rules,
 )
@@ -47,6 +48,11 @@ def nft_rate(value: object, where: str) -> str:
         return check_rate(value, where)
     except FirewallDataError as exc:
         raise AnsibleFilterError(str(exc)) from None
+
+
+def nft_outside(servers: list[str], members: Mapping) -> list[str]:
+    """Servers outside one of localguard_nft_sets' sets; names are resolved on the controller."""
+    return outside_set(servers, members, resolve)
 
 
 def host_addresses(hostnames: list[str], hostvars: Mapping) -> list[str]:
@@ -103,5 +109,6 @@ class FilterModule:
             "localguard_nft_rules": nft_rules,
             "localguard_nft_rate": nft_rate,
             "localguard_nft_egress_gaps": egress_gaps,
+            "localguard_nft_outside": nft_outside,
             "localguard_host_addresses": host_addresses,
         }

@@ -16,6 +16,9 @@ from pathlib import Path
 
 CAP_AUDIT_CONTROL = 30
 CAP_NET_ADMIN = 12
+CAP_SYS_MODULE = 16
+CAP_SYS_PACCT = 20
+CAP_SYS_TIME = 25
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,9 @@ class HostEnv:
     can_set_kernel_sysctls: bool
     can_audit: bool
     can_manage_nftables: bool
+    can_load_modules: bool
+    can_account_processes: bool
+    can_set_clock: bool
 
     def as_facts(self) -> dict[str, object]:
         return {f"localguard_{key}": value for key, value in asdict(self).items()}
@@ -69,6 +75,10 @@ def decide(container: str, capabilities: int, proc_sys_net_writable: bool) -> Ho
         # The audit subsystem is not namespaced: only the host itself may load rules.
         can_audit=not in_container and has_capability(capabilities, CAP_AUDIT_CONTROL),
         can_manage_nftables=has_capability(capabilities, CAP_NET_ADMIN),
+        # Modules, process accounting and the clock belong to the whole kernel, not a container.
+        can_load_modules=not in_container and has_capability(capabilities, CAP_SYS_MODULE),
+        can_account_processes=not in_container and has_capability(capabilities, CAP_SYS_PACCT),
+        can_set_clock=not in_container and has_capability(capabilities, CAP_SYS_TIME),
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 PROTOCOLS = ("tcp", "udp", "icmp", "icmpv6", "any")
@@ -260,7 +260,7 @@ def check_rate(value: object, where: str) -> str:
 # host loses without it.
 EGRESS_ESSENTIALS = {
     "resolvers": ("firewall_dns_servers", "resolve names"),
-    "ntp_servers": ("firewall_ntp_servers", "keep its clock"),
+    "ntp_servers": ("localguard_ntp_servers", "keep its clock"),
     "mirrors": ("firewall_package_mirrors", "fetch security upgrades"),
 }
 
@@ -288,3 +288,23 @@ def egress_gaps(
         f" {losses}, and a drifting clock breaks certificate, CRL and key expiry. Set the variables named, or"
         f" acknowledge an intentionally offline host with firewall_egress_allow_empty: [{', '.join(empty)}]."
     )
+
+
+def outside_set(
+    servers: Iterable[object], members: Mapping[str, Iterable[str]], resolve: Callable[[str], list[str]]
+) -> list[str]:
+    """The servers a host could not reach through an egress set, in the order given: an address
+    outside every network of `members` (one set of localguard_nft_sets, {"v4": [...], "v6": [...]}),
+    or a name that resolves to no address or to one outside them (the firewall allows addresses,
+    not names)."""
+    networks = [ipaddress.ip_network(member) for family in ("v4", "v6") for member in members.get(family, [])]
+    blocked = []
+    for server in servers:
+        text = str(server).strip()
+        try:
+            addresses = [ipaddress.ip_address(text)]
+        except ValueError:
+            addresses = [ipaddress.ip_address(address) for address in resolve(text)]
+        if not addresses or not all(any(address in network for network in networks) for address in addresses):
+            blocked.append(text)
+    return blocked

@@ -53,6 +53,15 @@ ansible_facts:
     localguard_can_manage_nftables:
       description: Whether the process holds CAP_NET_ADMIN to load nftables rules.
       type: bool
+    localguard_can_load_modules:
+      description: Whether kernel modules can be loaded (a real host with CAP_SYS_MODULE).
+      type: bool
+    localguard_can_account_processes:
+      description: Whether BSD process accounting can be switched on (a real host with CAP_SYS_PACCT).
+      type: bool
+    localguard_can_set_clock:
+      description: Whether the system clock can be set (a real host with CAP_SYS_TIME).
+      type: bool
 """
 
 from ansible.module_utils.basic import AnsibleModule

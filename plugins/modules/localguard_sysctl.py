@@ -13,6 +13,8 @@ short_description: Persist sysctls to one file and apply them at runtime in one 
 description:
   - Renders all O(settings) into O(file) (sorted, one C(key = value) per line) and writes every
     key not listed in O(skip_runtime) to C(/proc/sys) when its live value differs.
+  - A key may be a glob, as in sysctl.d(5) (C(net.ipv6.conf.*.accept_ra)); at runtime it sets every
+    matching key that exists, except keys O(settings) names explicitly.
   - Keys in O(skip_runtime) are only persisted, for hosts that forbid changing them at runtime
     (global C(kernel.*) keys inside a container).
   - One call replaces a loop of M(ansible.posix.sysctl) tasks, which costs a round trip per key.

@@ -55,7 +55,7 @@ def site() -> dict:
     # Addresses: the example's, replaced by the lab's (ca1 stands in for every outside service).
     settings = SITE / "group_vars" / "all" / "main.yml"
     values = yaml.safe_load(settings.read_text())
-    for name in ("firewall_dns_servers", "firewall_ntp_servers", "firewall_package_mirrors"):
+    for name in ("firewall_dns_servers", "localguard_ntp_servers", "firewall_package_mirrors"):
         values[name] = [address["ca1"]]
     settings.write_text(yaml.safe_dump(values, sort_keys=False))
     gpu_settings = SITE / "group_vars" / "gpu_hosts.yml"

@@ -45,6 +45,7 @@ def test_has_capability():
 def test_real_host_gets_every_control():
     env = decide("", FULL_CAPS, proc_sys_net_writable=True)
     assert env.can_set_kernel_sysctls and env.can_audit and env.can_manage_nftables
+    assert env.can_load_modules and env.can_account_processes and env.can_set_clock
     assert not env.in_container
 
 
@@ -53,6 +54,13 @@ def test_container_never_sets_global_sysctls_or_audit_even_with_all_caps():
     assert env.in_container and env.proc_sys_net_writable
     assert not env.can_set_kernel_sysctls
     assert not env.can_audit
+    assert not (env.can_load_modules or env.can_account_processes or env.can_set_clock)
+
+
+def test_real_host_without_a_capability_skips_its_control():
+    env = decide("", FULL_CAPS & ~(1 << 16) & ~(1 << 20) & ~(1 << 25), proc_sys_net_writable=True)
+    assert not (env.can_load_modules or env.can_account_processes or env.can_set_clock)
+    assert env.can_audit
 
 
 def test_read_only_proc_sys_blocks_every_sysctl():

@@ -5,6 +5,7 @@ from ansible_collections.localguard.hardening.plugins.module_utils.localguard_nf
     address_sets,
     check_rate,
     egress_gaps,
+    outside_set,
     parse_ports,
     render_rule,
     rules,
@@ -151,9 +152,24 @@ def test_enforced_egress_with_empty_essential_sets_is_named_with_its_variable():
         "mirrors": {},
     }
     message = egress_gaps(sets, [], "gpu-a01")
-    assert "ntp_servers (firewall_ntp_servers), mirrors (firewall_package_mirrors)" in message
+    assert "ntp_servers (localguard_ntp_servers), mirrors (firewall_package_mirrors)" in message
     assert "resolvers" not in message.split("would be empty")[0]
     assert "gpu-a01" in message and "firewall_egress_allow_empty: [ntp_servers, mirrors]" in message
     assert egress_gaps(sets, ["ntp_servers", "mirrors"], "gpu-a01") == ""
     # An IPv6-only resolver set counts as filled.
     assert "resolvers" not in egress_gaps({"resolvers": {"v6": ["2001:db8::53/128"]}}, [], "h")
+
+
+def test_pre_12_time_servers_outside_the_ntp_set_are_named():
+    ntp = {"v4": ["10.20.0.0/24"], "v6": ["2001:db8::123/128"]}
+    names = {"ntp.site.example": ["10.20.0.9"], "pool.example": ["10.20.0.9", "192.0.2.1"]}
+
+    def resolve(name: str) -> list[str]:
+        return names.get(name, [])
+
+    inside = ["10.20.0.123", "2001:db8::123", "ntp.site.example"]
+    outside = ["192.0.2.1", "pool.example", "nowhere.example"]
+    assert outside_set(inside + outside, ntp, resolve) == outside
+    assert outside_set([], ntp, resolve) == []
+    # An IPv4 server is never inside an IPv6 network, nor the other way round.
+    assert outside_set(["10.20.0.1"], {"v6": ["::/0"]}, resolve) == ["10.20.0.1"]

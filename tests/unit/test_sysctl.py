@@ -17,6 +17,10 @@ def proc(tmp_path: Path) -> Path:
         "kernel/kptr_restrict": "0",
         "net/ipv4/conf/eth0.100/rp_filter": "0",
         "net/ipv4/ip_local_port_range": "32768\t60999",
+        "net/ipv6/conf/all/accept_ra": "1",
+        "net/ipv6/conf/default/accept_ra": "1",
+        "net/ipv6/conf/eth0/accept_ra": "1",
+        "net/ipv6/conf/eth0.100/accept_ra": "1",
     }.items():
         (root / key).parent.mkdir(parents=True, exist_ok=True)
         (root / key).write_text(value + "\n")
@@ -76,3 +80,27 @@ def test_skipped_keys_are_persisted_not_applied(tmp_path, proc):
 def test_unknown_key_raises(tmp_path, proc):
     with pytest.raises(OSError):
         enforce({"net.ipv4.no_such_key": 1}, tmp_path / "f.conf", proc_sys=proc)
+
+
+def test_glob_sets_every_existing_match_but_explicit_keys(tmp_path, proc):
+    """As systemd-sysctl does: the glob reaches interfaces that exist now, an explicit key wins."""
+    file = tmp_path / "60-test.conf"
+    settings = {"net.ipv6.conf.*.accept_ra": 0, "net.ipv6.conf.eth0.accept_ra": 2}
+    result = enforce(settings, file, proc_sys=proc)
+    assert result.applied == {
+        "net.ipv6.conf.all.accept_ra": ("1", "0"),
+        "net.ipv6.conf.default.accept_ra": ("1", "0"),
+        "net.ipv6.conf.eth0.accept_ra": ("1", "2"),
+        "net.ipv6.conf.eth0/100.accept_ra": ("1", "0"),
+    }
+    assert (proc / "net/ipv6/conf/eth0.100/accept_ra").read_text().strip() == "0"
+    assert "net.ipv6.conf.*.accept_ra = 0\n" in file.read_text()
+    assert not enforce(settings, file, proc_sys=proc).changed
+
+
+def test_skipped_glob_is_persisted_not_applied(tmp_path, proc):
+    file = tmp_path / "60-test.conf"
+    glob = "net.ipv6.conf.*.accept_ra"
+    result = enforce({glob: 0}, file, skip_runtime=[glob], proc_sys=proc)
+    assert result.skipped == [glob] and result.applied == {}
+    assert (proc / "net/ipv6/conf/eth0/accept_ra").read_text().strip() == "1"

@@ -1,4 +1,4 @@
-"""The per-stage summary fails `make test` when a stage ran no test."""
+"""The per-stage summary fails `make test` when a stage ran no test, and names failed tests."""
 
 from __future__ import annotations
 
@@ -27,3 +27,21 @@ def test_a_stage_without_report_or_with_only_skips_fails_the_run(tmp_path):
     ]
     assert summary.main(["x", str(tmp_path), "unit"]) == 0
     assert summary.main(["x", str(tmp_path), "unit", "molecule-missing"]) == 1
+
+
+def test_failed_tests_are_named_with_their_message_and_fail_the_run(tmp_path):
+    (tmp_path / "lab.xml").write_text(
+        '<testsuites><testsuite tests="3" failures="1" errors="1" skipped="0">'
+        '<testcase classname="tests.lab.test_gateway" name="test_ok"/>'
+        '<testcase classname="tests.lab.test_gateway" name="test_gw_01[gpu1]">'
+        '<failure message="AssertionError: 401 != 200&#10;more">trace</failure></testcase>'
+        '<testcase classname="tests.lab.test_pki" name="test_setup"><error>fixture broke</error></testcase>'
+        "</testsuite></testsuites>"
+    )
+    lines, problems = summary.summarize(tmp_path, ["lab"])
+    assert lines[1:] == [
+        "    FAILED tests.lab.test_gateway::test_gw_01[gpu1]: AssertionError: 401 != 200",
+        "    FAILED tests.lab.test_pki::test_setup: fixture broke",
+    ]
+    assert problems == ["lab: 2 failed"]
+    assert summary.main(["x", str(tmp_path), "lab"]) == 1

@@ -81,6 +81,19 @@ def test_en_02_sandbox_exposure_at_most_1_2(host, spec, capsys):
     assert exposure <= MAX_EXPOSURE, report
 
 
+def core_limits(host, pid: int | str) -> list[str]:
+    """Soft and hard core size limits of a running process."""
+    limits = host.file(f"/proc/{pid}/limits").content_string.splitlines()
+    return next(line for line in limits if line.startswith("Max core file size")).split()[4:6]
+
+
+def test_en_02_engine_cannot_write_a_core_file(host, main_pid):
+    """BL-CORE in the engine's own drop-in (LimitCORE=0): a core file would hold the weights, prompts
+    and replies in its memory. systemd's default leaves the hard limit unlimited, so the engine (or a
+    library in it) could raise its own; the drop-in holds where the baseline role did not run."""
+    assert core_limits(host, main_pid) == ["0", "0"]
+
+
 def unit_properties(host, unit: str, *names: str) -> dict[str, str]:
     out = host.check_output(f"systemctl show {unit} " + " ".join(f"-p {name}" for name in names))
     return dict(line.split("=", 1) for line in out.splitlines())

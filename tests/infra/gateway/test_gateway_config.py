@@ -91,6 +91,18 @@ def test_gw_04_no_key_gets_401_over_verified_tls(host, hostvars, gateway):
     assert status == "401"
 
 
+def test_gw_04_nginx_cannot_write_a_core_file(host, gateway):
+    """BL-CORE in nginx's drop-in (LimitCORE=0): nginx holds the TLS key and sees every prompt and
+    reply. Master and workers run with a hard core limit of 0, which worker_rlimit_core cannot raise."""
+    master = host.check_output("systemctl show --property=MainPID --value nginx")
+    workers = host.check_output(f"pgrep --parent {master}").split()
+    assert workers, "nginx has no workers"
+    for pid in [master, *workers]:
+        limits = host.file(f"/proc/{pid}/limits").content_string.splitlines()
+        core = next(line for line in limits if line.startswith("Max core file size")).split()[4:6]
+        assert core == ["0", "0"], (pid, core)
+
+
 def test_gw_01_04_nginx_loaded_tls_1_2_and_1_3_only_and_serves_both(host, gateway):
     """What nginx loaded (GW-01: Debian's http-level default; GW-04: the site), not what an OpenSSL 3
     client would refuse anyway; and both versions served."""

@@ -191,5 +191,5 @@ def test_kr_00_settings_systemd_refuses_stop_the_role_before_any_change(host, sc
     assert any("key_rotation_on_calendar (every-other-tuesday)" in m for m in run.failure_messages()), (
         run.failure_messages()
     )
-    assert run.total("changed") == 0, run.changed_tasks()
+    assert not run.host_changes(), run.host_changes()
     assert host.check_output("sha256sum /etc/systemd/system/localguard-key-rotation.*") == units
