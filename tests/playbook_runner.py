@@ -15,6 +15,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# The task of BL-AIDE-04 that keeps, as evidence, what changed on a host since the last run.
+AIDE_DRIFT_REPORT = "BL-AIDE-04 | Keep the report"
+
+
 @dataclass
 class PlaybookRun:
     rc: int
@@ -49,8 +53,7 @@ class PlaybookRun:
         """Changed tasks, less the AIDE drift reports (BL-AIDE-04): before a run changes anything it
         keeps, as evidence, what changed on the host since the last run (earlier tests' accounts and
         files included). A report written is not a change the run made to the host."""
-        drift_report = "BL-AIDE-04 | Keep the report"
-        return [where for where in self.changed_tasks() if not where.startswith(drift_report)]
+        return [where for where in self.changed_tasks() if not where.startswith(AIDE_DRIFT_REPORT)]
 
     def ran_on(self, task_prefix: str) -> list[str]:
         """Hosts on which a task whose name starts with `task_prefix` ran (was not skipped); a role's

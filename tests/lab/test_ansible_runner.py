@@ -25,7 +25,7 @@ from pathlib import Path
 import ansible_runner
 import pytest
 import yaml
-from playbook_runner import ROOT
+from playbook_runner import AIDE_DRIFT_REPORT, ROOT
 from probes import podman
 
 pytestmark = pytest.mark.lab
@@ -33,7 +33,6 @@ INVENTORY = ROOT / "inventories" / "lab" / "hosts.yml"
 PLAYBOOK = "harden.yml"
 IDENT = "harden"
 RECAP_KEYS = {"ok": "ok", "changed": "changed", "failures": "failures", "dark": "unreachable"}
-AIDE_DRIFT_REPORT = "BL-AIDE-04 | Keep the report"
 AIDE_RECORDS = ("BL-AIDE-04 |", "BL-AIDE-05 |")
 
 
