@@ -19,6 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 AIDE_DRIFT_REPORT = "BL-AIDE-04 | Keep the report"
 
 
+def is_aide_drift_report(task_name: str) -> bool:
+    """True for BL-AIDE-04's report task, named bare or as "role : name" (the JSON callback)."""
+    return task_name.split(" : ", 1)[-1].startswith(AIDE_DRIFT_REPORT)
+
+
 @dataclass
 class PlaybookRun:
     rc: int
@@ -53,7 +58,7 @@ class PlaybookRun:
         """Changed tasks, less the AIDE drift reports (BL-AIDE-04): before a run changes anything it
         keeps, as evidence, what changed on the host since the last run (earlier tests' accounts and
         files included). A report written is not a change the run made to the host."""
-        return [where for where in self.changed_tasks() if not where.startswith(AIDE_DRIFT_REPORT)]
+        return [where for where in self.changed_tasks() if not is_aide_drift_report(where)]
 
     def ran_on(self, task_prefix: str) -> list[str]:
         """Hosts on which a task whose name starts with `task_prefix` ran (was not skipped); a role's

@@ -25,7 +25,7 @@ from pathlib import Path
 import ansible_runner
 import pytest
 import yaml
-from playbook_runner import AIDE_DRIFT_REPORT, ROOT
+from playbook_runner import ROOT, is_aide_drift_report
 from probes import podman
 
 pytestmark = pytest.mark.lab
@@ -36,9 +36,10 @@ RECAP_KEYS = {"ok": "ok", "changed": "changed", "failures": "failures", "dark": 
 AIDE_RECORDS = ("BL-AIDE-04 |", "BL-AIDE-05 |")
 
 
-def managed_hosts(lab_inventory: dict) -> set[str]:
-    """The hosts harden.yml manages: its first play (the preflight) runs on every one of them."""
-    pattern = yaml.safe_load((ROOT / "playbooks" / "harden.yml").read_text())[0]["hosts"]
+def play_hosts(lab_inventory: dict, play_name_prefix: str) -> set[str]:
+    """The lab hosts of harden.yml's play whose name starts with play_name_prefix."""
+    plays = yaml.safe_load((ROOT / "playbooks" / "harden.yml").read_text())
+    [pattern] = [play["hosts"] for play in plays if play["name"].startswith(play_name_prefix)]
     groups = pattern.split(":")
     assert all(g.isidentifier() for g in groups), f"not a plain union of groups: {pattern}"
     children = lab_inventory["all"]["children"]
@@ -75,7 +76,10 @@ def task_outcomes(events: list[dict]) -> tuple[list[str], list[str]]:
 
 
 def test_harden_through_ansible_runner_on_the_hardened_lab_changes_nothing(lab_inventory, lab_hosts) -> None:
-    managed = managed_hosts(lab_inventory)
+    # The preflight runs on every host harden.yml manages; the AIDE database is kept on the hosts
+    # of the file-integrity play (the controller has none).
+    managed = play_hosts(lab_inventory, "Preflight")
+    aide_hosts = play_hosts(lab_inventory, "File integrity")
     assert managed, "no managed host in the lab inventory"
     venv_bin = Path(sys.executable).parent
     started = time.monotonic()
@@ -114,7 +118,7 @@ def test_harden_through_ansible_runner_on_the_hardened_lab_changes_nothing(lab_i
     # Earlier lab tests change hosts behind the playbook's back (test accounts in /etc/passwd, a
     # file under /etc): BL-AIDE-04 reports that drift and BL-AIDE-05 takes it into the database.
     # Those two record outside changes; any other change is the playbook's own and not idempotent.
-    drifted = {where.rsplit(" on ", 1)[1] for where in changed if where.startswith(AIDE_DRIFT_REPORT)}
+    drifted = {where.rsplit(" on ", 1)[1] for where in changed if is_aide_drift_report(where)}
     own = [
         where for where in changed
         if not (where.startswith(AIDE_RECORDS) and where.rsplit(" on ", 1)[1] in drifted)
@@ -122,7 +126,8 @@ def test_harden_through_ansible_runner_on_the_hardened_lab_changes_nothing(lab_i
     not_idempotent = {host: recap["changed"] for host, recap in recaps.items() if recap["changed"]}
     assert not own, f"changed on the hardened lab: {not_idempotent}; tasks: {changed}"
     # What AIDE would report at the start of the next run: nothing, localguard's changes included.
-    for host in sorted(managed):
+    assert aide_hosts <= managed and aide_hosts, f"AIDE hosts {sorted(aide_hosts)}"
+    for host in sorted(aide_hosts):
         check = podman(lab_hosts[host]["lab_container"], "aide", "--config", "/etc/aide/aide.conf", "--check")
         assert check.returncode == 0, f"{host}: AIDE reports changes after the run:\n{check.stdout[-3000:]}"
     print(f"harden.yml via ansible-runner: {status}, rc {rc}, {len(recaps)} hosts, {elapsed:.1f} s")
