@@ -19,9 +19,14 @@ ROOT = Path(__file__).resolve().parent.parent
 AIDE_DRIFT_REPORT = "BL-AIDE-04 | Keep the report"
 
 
+def task_named(task_name: str, prefix: str | tuple[str, ...]) -> bool:
+    """Whether a task's own name starts with prefix (or one of them), whether it is reported bare
+    or, as the JSON callback reports a role's tasks, as "role : name"."""
+    return task_name.split(" : ", 1)[-1].startswith(prefix)
+
+
 def is_aide_drift_report(task_name: str) -> bool:
-    """True for BL-AIDE-04's report task, named bare or as "role : name" (the JSON callback)."""
-    return task_name.split(" : ", 1)[-1].startswith(AIDE_DRIFT_REPORT)
+    return task_named(task_name, AIDE_DRIFT_REPORT)
 
 
 @dataclass
@@ -49,7 +54,7 @@ class PlaybookRun:
             str(result.get("msg", ""))
             for play in self.plays
             for task in play["tasks"]
-            if task["task"]["name"].split(" : ", 1)[-1].startswith(task_prefix)
+            if task_named(task["task"]["name"], task_prefix)
             for result in task["hosts"].values()
             if "msg" in result
         ]
@@ -61,13 +66,12 @@ class PlaybookRun:
         return [where for where in self.changed_tasks() if not is_aide_drift_report(where)]
 
     def ran_on(self, task_prefix: str) -> list[str]:
-        """Hosts on which a task whose name starts with `task_prefix` ran (was not skipped); a role's
-        tasks are reported as "role : name"."""
+        """Hosts on which a task whose name starts with `task_prefix` ran (was not skipped)."""
         return sorted(
             host
             for play in self.plays
             for task in play["tasks"]
-            if task["task"]["name"].split(" : ", 1)[-1].startswith(task_prefix)
+            if task_named(task["task"]["name"], task_prefix)
             for host, result in task["hosts"].items()
             if not result.get("skipped")
         )
