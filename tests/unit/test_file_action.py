@@ -1,0 +1,97 @@
+"""localguard_file end to end on this machine: the action renders, reads or takes the content on
+the controller, the module compares and writes in one call, with check mode, diff and validate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from playbook_runner import PlaybookRun, run_playbook
+
+
+@pytest.fixture
+def play(tmp_path: Path):
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "app.conf.j2").write_text(
+        "# {{ greeting }}\n{% for n in numbers %}\nn = {{ n }}\n{% endfor %}\n"
+    )
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "raw.txt").write_text("kept {{ as is }}\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n")
+
+    def run(tasks: list[dict], *args: str) -> PlaybookRun:
+        playbook = tmp_path / "play.yml"
+        body = {"hosts": "all", "gather_facts": False, "vars": {"greeting": "hello", "numbers": [1, 2]}}
+        playbook.write_text(yaml.safe_dump([{**body, "tasks": tasks}]))
+        return run_playbook(playbook, inventory, *args, timeout=120)
+
+    return out, run
+
+
+def put(dest: Path, mode: str = "0640", **source: object) -> dict:
+    return {
+        "localguard.hardening.localguard_file": {
+            "dest": str(dest),
+            "owner": "root",
+            "group": "root",
+            "mode": mode,
+            **source,
+        }
+    }
+
+
+def results(run: PlaybookRun) -> list[dict]:
+    return [task["hosts"]["localhost"] for play in run.plays for task in play["tasks"]]
+
+
+def test_template_src_and_content_land_once(play) -> None:
+    out, run = play
+    tasks = [
+        put(out / "app.conf", template="app.conf.j2"),
+        put(out / "raw.txt", mode="0600", src="raw.txt"),
+        put(out / "data.json", content="{{ {'a': 1} }}"),
+    ]
+    first = run(tasks)
+    assert first.rc == 0, first.stderr
+    assert [r["changed"] for r in results(first)] == [True, True, True]
+    assert (out / "app.conf").read_text() == "# hello\nn = 1\nn = 2\n"
+    assert (out / "raw.txt").read_text() == "kept {{ as is }}\n"
+    assert json.loads((out / "data.json").read_text()) == {"a": 1}
+    assert (out / "raw.txt").stat().st_mode & 0o777 == 0o600
+    again = run(tasks)
+    assert [r["changed"] for r in results(again)] == [False, False, False]
+
+
+def test_check_mode_shows_the_diff_and_writes_nothing(play) -> None:
+    out, run = play
+    run([put(out / "app.conf", content="old\n")])
+    checked = run([put(out / "app.conf", template="app.conf.j2")], "--check", "--diff")
+    (result,) = results(checked)
+    assert result["changed"] and result["diff"]["before"] == "old\n"
+    assert result["diff"]["after"] == "# hello\nn = 1\nn = 2\n"
+    assert (out / "app.conf").read_text() == "old\n"
+    shown = result["invocation"]["module_args"]
+    assert shown["payload"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER", (
+        "the content stays out of the shown arguments"
+    )
+
+
+def test_a_refused_file_never_lands(play) -> None:
+    out, run = play
+    run([put(out / "app.conf", content="good\n")])
+    refused = run([put(out / "app.conf", content="bad\n", validate="grep -q good %s")])
+    (result,) = results(refused)
+    assert result["failed"] and "validate refused" in result["msg"]
+    assert (out / "app.conf").read_text() == "good\n"
+    assert sorted(p.name for p in out.iterdir()) == ["app.conf"]
+
+
+def test_exactly_one_source(play) -> None:
+    out, run = play
+    (result,) = results(run([put(out / "app.conf", content="x", src="raw.txt")]))
+    assert result["failed"] and "exactly one of template, src, content" in result["msg"]
