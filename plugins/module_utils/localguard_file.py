@@ -64,20 +64,20 @@ def parse_mode(mode: str | int) -> int:
 NOT_YET = -1
 
 
+def _account_id(kind: str, name: str, lookup: Callable[[str], int], check_mode: bool) -> int:
+    try:
+        return lookup(name)
+    except KeyError:
+        if not check_mode:
+            raise FileError(f"{kind} {name!r} does not exist on this host") from None
+        return NOT_YET
+
+
 def resolve(owner: str, group: str, check_mode: bool = False) -> tuple[int, int]:
-    try:
-        uid = pwd.getpwnam(owner).pw_uid
-    except KeyError:
-        if not check_mode:
-            raise FileError(f"owner {owner!r} does not exist on this host") from None
-        uid = NOT_YET
-    try:
-        gid = grp.getgrnam(group).gr_gid
-    except KeyError:
-        if not check_mode:
-            raise FileError(f"group {group!r} does not exist on this host") from None
-        gid = NOT_YET
-    return uid, gid
+    return (
+        _account_id("owner", owner, lambda name: pwd.getpwnam(name).pw_uid, check_mode),
+        _account_id("group", group, lambda name: grp.getgrnam(name).gr_gid, check_mode),
+    )
 
 
 def compare(dest: Path, wanted: Wanted) -> Outcome:

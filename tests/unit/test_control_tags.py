@@ -92,9 +92,9 @@ def registered_reads() -> list[tuple[str, str, list[str]]]:
         for _ in range(len(role_vars)):
             for name, body in role_vars.items():
                 text = yaml.safe_dump(body)
-                for registered in {task["register"] for task, _ in writers}:
-                    if any(unguarded_read(alias, text) for alias in reads_of[registered]):
-                        reads_of[registered].add(name)
+                for aliases in reads_of.values():
+                    if any(unguarded_read(alias, text) for alias in aliases):
+                        aliases.add(name)
         for reader, reader_tags in walked:
             body = yaml.safe_dump({k: v for k, v in reader.items() if k not in ("name", "register", "tags")})
             for writer, writer_tags in writers:
