@@ -8,6 +8,12 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 SCENARIOS := $(notdir $(wildcard molecule/*))
 # Every pytest run of `make test` reports here; scripts/test-summary.py reads them at the end.
 JUNIT := $(CURDIR)/.cache/junit
+# MITOGEN=1 runs the lab's harden.yml and lab tests with the Mitogen strategy (README, Speed); the
+# fresh-lab walk and Molecule always run on Ansible's own.
+MITOGEN ?= 0
+WITH_MITOGEN = $(if $(filter 1,$(MITOGEN)),ANSIBLE_STRATEGY_PLUGINS=$$($(BIN)/python -c \
+  'import ansible_mitogen, os; print(os.path.dirname(ansible_mitogen.__file__))')/plugins/strategy \
+  ANSIBLE_STRATEGY=mitogen_linear)
 
 .PHONY: bootstrap image lab lab-down demo harden test clean-reports lint docs unit sanity molecule lab-test mutate bench clean
 
@@ -24,7 +30,7 @@ lab-down:
 	$(BIN)/python scripts/lab.py down
 
 harden:  ## run harden.yml against the running lab
-	$(BIN)/ansible-playbook harden.yml
+	$(WITH_MITOGEN) $(BIN)/ansible-playbook harden.yml
 
 # harden is run after lab, never beside it: under `make -j` two prerequisites would run at once.
 demo: lab  ## build the lab and harden it: the main job on the default config
@@ -66,7 +72,7 @@ molecule: image
 lab-test: lab
 	$(BIN)/pytest -p no:cacheprovider tests/lab -m fresh_lab --junitxml=$(JUNIT)/lab-fresh.xml
 	$(MAKE) demo
-	$(BIN)/pytest -p no:cacheprovider tests/infra tests/lab -m 'not fresh_lab' --junitxml=$(JUNIT)/lab.xml \
+	$(WITH_MITOGEN) $(BIN)/pytest -p no:cacheprovider tests/infra tests/lab -m 'not fresh_lab' --junitxml=$(JUNIT)/lab.xml \
 	  --ansible-inventory=inventories/lab/hosts.yml --connection=ansible \
 	  --hosts='gpu_hosts,log_collectors,ca'
 
@@ -95,7 +101,7 @@ bench: demo  ## benchmarks: they print ratios measured in one run, they assert n
 	$(BIN)/python bench/gateway_keys.py
 	$(BIN)/python bench/key_revocation.py
 	$(BIN)/python bench/log_shipping.py
-	$(BIN)/python bench/harden_walltime.py
+	$(BIN)/python bench/harden_walltime.py --mitogen
 
 clean: lab-down
 	rm -rf .cache

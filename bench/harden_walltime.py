@@ -13,8 +13,9 @@ the ratios measured in this one run (rerun / first run; 20 vs 5 GPU hosts); it a
 since the numbers depend on the machine. Rebuilds the default lab at the end unless --keep-lab.
 Takes about half an hour on 2 cores; never run it beside other runs against the lab.
 
---mitogen adds a third run per size: the rerun again with the Mitogen strategy (an optional
-lever, not a dependency: `.venv/bin/pip install mitogen`), and its ratio to the plain rerun.
+--mitogen measures each size again with the Mitogen strategy (installed by `make bootstrap`,
+optional for operators: `pip install mitogen`): the lab rebuilt, a first run and a rerun, and
+their ratios to the runs on Ansible's own strategy.
 The pki role signs in one task per play (run_once), which the free strategy does not honour:
 --strategy free would measure a run that signs once per host.
 """
@@ -38,7 +39,8 @@ LAB = ROOT / "scripts" / "lab.py"
 DEFAULT_SIZES = (1, 5, 20)
 OUTSIDE_ROLES = "(no role: facts, plays' own tasks)"
 GAPS = "(between tasks: strategy, includes)"
-MITOGEN = "mitogen"
+FIRST, RERUN = "first", "rerun"
+MITOGEN_FIRST, MITOGEN_RERUN = "Mitogen first", "Mitogen rerun"
 
 
 @dataclass
@@ -55,20 +57,34 @@ def lab_up(gpu_hosts: int | None) -> None:
     subprocess.run([sys.executable, str(LAB), "up", *size], check=True, cwd=ROOT)
 
 
-def _seconds(duration: dict) -> float:
-    start, end = (dt.datetime.fromisoformat(duration[k].rstrip("Z")) for k in ("start", "end"))
-    return (end - start).total_seconds()
+def _instant(stamp: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(stamp.rstrip("Z"))
 
 
 def role_times(report: dict) -> dict[str, float]:
-    """Seconds per role: the wall time of each of its tasks (handlers included), summed."""
-    times: dict[str, float] = defaultdict(float)
-    for play in report["plays"]:
+    """Seconds per role: the wall time of each of its tasks (handlers included), summed. The
+    Mitogen strategy reports a task once per host, so a task's time runs from its first host's
+    start to its last host's end."""
+    spans: dict[tuple[int, str], list[dt.datetime]] = {}
+    for number, play in enumerate(report["plays"]):
         for task in play["tasks"]:
-            name = task["task"]["name"]
-            role = name.split(" : ", 1)[0].rsplit(".", 1)[-1] if " : " in name else OUTSIDE_ROLES
-            if "end" in task["task"]["duration"]:
-                times[role] += _seconds(task["task"]["duration"])
+            duration = task["task"]["duration"]
+            if "end" not in duration:
+                continue
+            key = (number, task["task"].get("id") or task["task"]["name"])
+            start, end = _instant(duration["start"]), _instant(duration["end"])
+            span = spans.setdefault(key, [start, end])
+            span[:] = [min(span[0], start), max(span[1], end)]
+    names = {
+        (number, task["task"].get("id") or task["task"]["name"]): task["task"]["name"]
+        for number, play in enumerate(report["plays"])
+        for task in play["tasks"]
+    }
+    times: dict[str, float] = defaultdict(float)
+    for key, (start, end) in spans.items():
+        name = names[key]
+        role = name.split(" : ", 1)[0].rsplit(".", 1)[-1] if " : " in name else OUTSIDE_ROLES
+        times[role] += (end - start).total_seconds()
     return dict(times)
 
 
@@ -115,42 +131,44 @@ def harden(label: str, env: dict[str, str]) -> Run:
 
 def print_report(sizes: list[int], runs: dict[tuple[int, str], Run]) -> None:
     print("harden.yml wall time (s)")
-    header = ("GPU hosts", "hosts", "first run", "rerun", "rerun/first", "rerun changed")
+    header = ("GPU hosts", "hosts", "strategy", "first run", "rerun", "rerun/first", "rerun changed")
     print("  ".join(header))
     for n in sizes:
-        first, rerun = runs[n, "first"], runs[n, "rerun"]
-        print(f"{n:>9}  {first.hosts:>5}  {first.wall:>9.1f}  {rerun.wall:>5.1f}  "
-              f"{rerun.wall / first.wall:>10.2f}x  {rerun.changed:>13}")  # fmt: skip
-    for n in sizes:
-        if (n, MITOGEN) in runs:
-            run = runs[n, MITOGEN]
-            print(f"{n:>9} GPU hosts, rerun with Mitogen: {run.wall:.1f} s, {run.changed} changed")
+        for strategy, first, rerun in (("linear", FIRST, RERUN), ("Mitogen", MITOGEN_FIRST, MITOGEN_RERUN)):
+            if (n, first) not in runs:
+                continue
+            one, two = runs[n, first], runs[n, rerun]
+            print(f"{n:>9}  {one.hosts:>5}  {strategy:>8}  {one.wall:>9.1f}  {two.wall:>5.1f}  "
+                  f"{two.wall / one.wall:>10.2f}x  {two.changed:>13}")  # fmt: skip
 
-    columns = [(n, kind) for n in sizes for kind in ("first", "rerun", MITOGEN) if (n, kind) in runs]
+    kinds = (FIRST, RERUN, MITOGEN_FIRST, MITOGEN_RERUN)
+    columns = [(n, kind) for n in sizes for kind in kinds if (n, kind) in runs]
     roles = sorted(
         {role for run in runs.values() for role in run.roles} - {OUTSIDE_ROLES, GAPS},
-        key=lambda role: -runs[sizes[-1], "first"].roles.get(role, 0.0),
+        key=lambda role: -runs[sizes[-1], FIRST].roles.get(role, 0.0),
     )
     width = max(len(r) for r in [*roles, OUTSIDE_ROLES, GAPS])
     print("\nPer role (s): task wall times summed, as ansible.posix.profile_roles counts them")
-    print(f"{'':<{width}}  " + "  ".join(f"{f'{n} GPU {kind}':>15}" for n, kind in columns))
+    print(f"{'':<{width}}  " + "  ".join(f"{f'{n} GPU {kind}':>19}" for n, kind in columns))
     for role in [*roles, OUTSIDE_ROLES, GAPS]:
-        print(f"{role:<{width}}  " + "  ".join(f"{runs[c].roles.get(role, 0.0):>15.1f}" for c in columns))
+        print(f"{role:<{width}}  " + "  ".join(f"{runs[c].roles.get(role, 0.0):>19.1f}" for c in columns))
 
     print("\nRatios (time)")
-    ratios = [
-        (f"rerun / first run, {n} GPU hosts", runs[n, "rerun"].wall / runs[n, "first"].wall) for n in sizes
-    ]
-    ratios += [
-        (f"rerun with Mitogen / rerun, {n} GPU hosts", runs[n, MITOGEN].wall / runs[n, "rerun"].wall)
-        for n in sizes
-        if (n, MITOGEN) in runs
-    ]
+    ratios = [(f"rerun / first run, {n} GPU hosts", runs[n, RERUN].wall / runs[n, FIRST].wall) for n in sizes]
+    for n in sizes:
+        if (n, MITOGEN_FIRST) in runs:
+            first, rerun = runs[n, MITOGEN_FIRST].wall, runs[n, MITOGEN_RERUN].wall
+            ratios += [
+                (f"Mitogen rerun / Mitogen first run, {n} GPU hosts", rerun / first),
+                (f"Mitogen / linear first run, {n} GPU hosts", first / runs[n, FIRST].wall),
+                (f"Mitogen / linear rerun, {n} GPU hosts", rerun / runs[n, RERUN].wall),
+            ]
     largest, reference = sizes[-1], 5 if 5 in sizes else sizes[0]
     if largest != reference:
-        for kind, name in (("first", "first runs"), ("rerun", "reruns")):
-            ratio = runs[largest, kind].wall / runs[reference, kind].wall
-            ratios.append((f"{largest} / {reference} GPU hosts, {name}", ratio))
+        for kind in kinds:
+            if (largest, kind) in runs:
+                ratio = runs[largest, kind].wall / runs[reference, kind].wall
+                ratios.append((f"{largest} / {reference} GPU hosts, {kind} runs", ratio))
     width = max(len(name) for name, _ in ratios)
     for name, ratio in ratios:
         print(f"{name:<{width}}  {ratio:.2f}x")
@@ -178,7 +196,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--mitogen",
         action="store_true",
-        help="also rerun each size with the Mitogen strategy (pip install mitogen; optional)",
+        help="also measure each size with the Mitogen strategy: lab rebuilt, first run and rerun",
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every run's numbers to FILE")
     args = parser.parse_args(argv)
@@ -196,7 +214,7 @@ def mitogen_env() -> dict[str, str]:
     try:
         import ansible_mitogen  # noqa: PLC0415 - optional, only with --mitogen
     except ImportError:
-        raise SystemExit("--mitogen needs Mitogen beside Ansible: .venv/bin/pip install mitogen") from None
+        raise SystemExit("--mitogen needs Mitogen beside Ansible: make bootstrap") from None
     strategies = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
     return {"ANSIBLE_STRATEGY_PLUGINS": str(strategies), "ANSIBLE_STRATEGY": "mitogen_linear"}
 
@@ -209,10 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n in args.sizes:
             lab_up(n)
-            runs[n, "first"] = harden(f"{n} GPU hosts, first run", env)
-            runs[n, "rerun"] = harden(f"{n} GPU hosts, rerun", env)
+            runs[n, FIRST] = harden(f"{n} GPU hosts, first run", env)
+            runs[n, RERUN] = harden(f"{n} GPU hosts, rerun", env)
             if mitogen:
-                runs[n, MITOGEN] = harden(f"{n} GPU hosts, rerun with Mitogen", mitogen)
+                lab_up(n)
+                runs[n, MITOGEN_FIRST] = harden(f"{n} GPU hosts, first run with Mitogen", mitogen)
+                runs[n, MITOGEN_RERUN] = harden(f"{n} GPU hosts, rerun with Mitogen", mitogen)
     finally:
         if not args.keep_lab:
             lab_up(None)

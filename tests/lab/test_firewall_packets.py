@@ -8,6 +8,8 @@ namespace (`podman exec`); 1 s timeouts, since a dropped SYN waits its whole tim
 from __future__ import annotations
 
 import json
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -271,3 +273,36 @@ def test_fw_01_a_foreign_table_survives_an_apply():
         assert "tcp dport 9999 counter" in survivor.stdout, survivor.stdout + survivor.stderr
     finally:
         podman("lg-gpu1", "nft", "delete", "table", "inet", "foreign")
+
+
+def test_fw_03_a_session_open_before_the_first_ruleset_keeps_working(ip, lab_admin):
+    """The first apply on a host no ruleset tracked yet: an SSH session already open, whose next
+    packet goes out (the host speaks first), must not freeze at the egress allowlist."""
+    container, restore = "lg-logs", "nft -f /etc/localguard/firewall/active.nft"
+    applied = applied_hash(container)
+    # Whatever happens below, the host gets its ruleset back within the minute.
+    podman(container, "systemd-run", "--unit=lab-pickup-restore", "--on-active=60", "sh", "-c", restore)
+    session = None
+    try:
+        assert podman(container, "nft", "delete", "table", "inet", "localguard").returncode == 0
+        session = subprocess.Popen(
+            ["ssh", "-F", "none", "-i", lab_admin["key"], "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+             "-o", f"UserKnownHostsFile={lab_admin['known_hosts']}", "-o", "StrictHostKeyChecking=yes",
+             f"{lab_admin['user']}@{ip['logs']}", "for i in $(seq 60); do echo tick; sleep 0.2; done"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert session.stdout.readline() == "tick\n", "the session did not start"
+        ticks: list[str] = []
+        threading.Thread(target=lambda: ticks.extend(session.stdout), daemon=True).start()
+        assert podman(container, "sh", "-c", restore).returncode == 0
+        loaded_with = len(ticks)
+        time.sleep(3)
+        # Five lines a second: a live session prints about 15 more, a frozen one none.
+        assert len(ticks) - loaded_with >= 8, f"the open session froze when the ruleset loaded: {ticks}"
+        assert counter(container, "egress_pickup") > 0, "no packet met the pickup rule: nothing was tested"
+    finally:
+        if session:
+            session.kill()
+        podman(container, "systemctl", "stop", "lab-pickup-restore.timer")
+        podman(container, "sh", "-c", restore)
+    assert table_hash(container) == applied
