@@ -65,24 +65,18 @@ def role_times(report: dict) -> dict[str, float]:
     """Seconds per role: the wall time of each of its tasks (handlers included), summed. The
     Mitogen strategy reports a task once per host, so a task's time runs from its first host's
     start to its last host's end."""
-    spans: dict[tuple[int, str], list[dt.datetime]] = {}
+    # (play number, task id) -> [name, first start, last end]
+    spans: dict[tuple[int, str], list] = {}
     for number, play in enumerate(report["plays"]):
         for task in play["tasks"]:
-            duration = task["task"]["duration"]
+            name, duration = task["task"]["name"], task["task"]["duration"]
             if "end" not in duration:
                 continue
-            key = (number, task["task"].get("id") or task["task"]["name"])
             start, end = _instant(duration["start"]), _instant(duration["end"])
-            span = spans.setdefault(key, [start, end])
-            span[:] = [min(span[0], start), max(span[1], end)]
-    names = {
-        (number, task["task"].get("id") or task["task"]["name"]): task["task"]["name"]
-        for number, play in enumerate(report["plays"])
-        for task in play["tasks"]
-    }
+            span = spans.setdefault((number, task["task"].get("id") or name), [name, start, end])
+            span[1:] = [min(span[1], start), max(span[2], end)]
     times: dict[str, float] = defaultdict(float)
-    for key, (start, end) in spans.items():
-        name = names[key]
+    for name, start, end in spans.values():
         role = name.split(" : ", 1)[0].rsplit(".", 1)[-1] if " : " in name else OUTSIDE_ROLES
         times[role] += (end - start).total_seconds()
     return dict(times)

@@ -45,3 +45,11 @@ def tcp_probe(src: str, address: str, port: int) -> str:
     result = podman(src, "python3", "-c", script)
     assert result.returncode == 0 and result.stdout.strip(), f"probe from {src} broke: {result.stderr}"
     return result.stdout.strip()
+
+
+def lab_ssh(lab_admin: dict, address: str, *options: str) -> list[str]:
+    """OpenSSH from this machine as the lab's admin, key only, no config file: argv up to the
+    command, which the caller appends."""
+    return ["ssh", "-F", "none", "-i", lab_admin["key"], "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+            "-o", f"UserKnownHostsFile={lab_admin['known_hosts']}", "-o", "StrictHostKeyChecking=yes",
+            *options, f"{lab_admin['user']}@{address}"]  # fmt: skip

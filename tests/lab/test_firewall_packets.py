@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import pytest
 import yaml
 from playbook_runner import ROOT, run_playbook
-from probes import LAB_ENGINES, controller_tcp_open, podman, tcp_open
+from probes import LAB_ENGINES, controller_tcp_open, lab_ssh, podman, tcp_open
 
 pytestmark = pytest.mark.lab
 INVENTORY = ROOT / "inventories" / "lab" / "hosts.yml"
@@ -286,11 +286,11 @@ def test_fw_03_a_session_open_before_the_first_ruleset_keeps_working(ip, lab_adm
     try:
         assert podman(container, "nft", "delete", "table", "inet", "localguard").returncode == 0
         session = subprocess.Popen(
-            ["ssh", "-F", "none", "-i", lab_admin["key"], "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-             "-o", f"UserKnownHostsFile={lab_admin['known_hosts']}", "-o", "StrictHostKeyChecking=yes",
-             f"{lab_admin['user']}@{ip['logs']}", "for i in $(seq 60); do echo tick; sleep 0.2; done"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
+            [*lab_ssh(lab_admin, ip["logs"]), "for i in $(seq 60); do echo tick; sleep 0.2; done"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         assert session.stdout.readline() == "tick\n", "the session did not start"
         ticks: list[str] = []
         threading.Thread(target=lambda: ticks.extend(session.stdout), daemon=True).start()

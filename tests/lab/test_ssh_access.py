@@ -9,7 +9,7 @@ from pathlib import Path
 import paramiko
 import pytest
 from playbook_runner import ROOT, run_playbook
-from probes import podman
+from probes import lab_ssh, podman
 
 pytestmark = pytest.mark.lab
 
@@ -141,12 +141,11 @@ def test_bl_ssh_06_account_not_in_the_list_is_refused_with_a_valid_key(outsider,
 
 def openssh(address: str, lab_admin: dict, kex: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["ssh", "-F", "none", "-i", lab_admin["key"], "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-         "-o", f"UserKnownHostsFile={lab_admin['known_hosts']}", "-o", "StrictHostKeyChecking=yes",
-         "-o", "ConnectTimeout=5", "-o", f"KexAlgorithms={kex}", f"{lab_admin['user']}@{address}",
-         "id", "-un"],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        [*lab_ssh(lab_admin, address, "-o", "ConnectTimeout=5", "-o", f"KexAlgorithms={kex}"), "id", "-un"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 @pytest.fixture
