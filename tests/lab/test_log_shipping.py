@@ -15,6 +15,7 @@ import subprocess
 import time
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -280,6 +281,27 @@ def test_ls_03_an_outage_of_the_collector_loses_nothing_and_duplicates_nothing(i
     print(f"\nLS-03 backlog of {len(paths)} lines delivered {time.monotonic() - started:.1f} s after restart")
     assert len(set(paths)) == 500, f"{500 - len(set(paths))} of 500 lines lost"
     assert len(paths) == 500, f"{len(paths) - len(set(paths))} lines stored twice"
+
+
+def test_ls_05_an_idle_host_first_line_after_a_collector_restart_arrives_within_two_heartbeats():
+    """LS-05: the collector restarts. An idle host's next line goes into the session the collector
+    closed, which RELP finds broken only when the host sends again; the heartbeat is that next
+    line, so the probe arrives within two heartbeats, and heartbeat lines (MARK) reach the store."""
+    sender, host = "lg-gpu3", "gpu3"
+    lab_vars = yaml.safe_load((ROOT / "inventories" / "lab" / "group_vars" / "all.yml").read_text())
+    heartbeat = lab_vars["log_shipping_heartbeat_seconds"]
+    marks_before = len(stored("-- MARK --", host))
+    collector_rsyslog("stop")
+    collector_rsyslog("start")
+    probe = f"lg-heartbeat-{secrets.token_hex(4)}"
+    sent = time.monotonic()
+    assert podman(sender, "logger", "-t", "lgprobe", probe).returncode == 0
+    arrived = wait_for(lambda: stored(probe, host), timeout=2 * heartbeat + 10, interval=1)
+    waited = time.monotonic() - sent
+    assert arrived, f"{host}'s first line after the collector restart still missing after {waited:.0f} s"
+    print(f"\nLS-05 first line after a collector restart: {waited:.1f} s (heartbeat {heartbeat} s)")
+    marked = wait_for(lambda: len(stored("-- MARK --", host)) > marks_before, 2 * heartbeat, interval=1)
+    assert marked, f"no heartbeat line from {host} within {2 * heartbeat} s"
 
 
 def test_gw_09_wrong_keys_ban_the_address_and_the_ban_lifts(ip):
