@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import socket
 import subprocess
+from pathlib import Path
 
+import yaml
 from ansible_collections.localguard.hardening.plugins.module_utils.localguard_engines import engine
 
 # The lab's GPU hosts and their engines, as scripts/lab.py builds them.
 LAB_ENGINES = {"gpu1": engine("llama_cpp"), "gpu2": engine("ollama"), "gpu3": engine("vllm")}
+LAB_GROUP_VARS = Path(__file__).resolve().parents[2] / "inventories" / "lab" / "group_vars"
+
+
+def lab_group_vars(group: str) -> dict:
+    """The lab inventory's settings for one group (inventories/lab/group_vars/<group>.yml)."""
+    return yaml.safe_load((LAB_GROUP_VARS / f"{group}.yml").read_text())
 
 
 def podman(container: str, *cmd: str, user: str | None = None) -> subprocess.CompletedProcess:

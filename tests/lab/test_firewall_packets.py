@@ -15,9 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-import yaml
 from playbook_runner import ROOT, run_playbook
-from probes import LAB_ENGINES, controller_tcp_open, lab_ssh, podman, tcp_open
+from probes import LAB_ENGINES, controller_tcp_open, lab_group_vars, lab_ssh, podman, tcp_open
 
 pytestmark = pytest.mark.lab
 INVENTORY = ROOT / "inventories" / "lab" / "hosts.yml"
@@ -150,8 +149,7 @@ def test_fw_05_counters_count_each_dropped_packet(ip):
 
 
 def lab_rollback_seconds() -> int:
-    lab_vars = yaml.safe_load((ROOT / "inventories" / "lab" / "group_vars" / "all.yml").read_text())
-    return int(lab_vars["firewall_rollback_seconds"])
+    return int(lab_group_vars("all")["firewall_rollback_seconds"])
 
 
 def test_fw_06_lockout_rolls_back_by_itself(ip):

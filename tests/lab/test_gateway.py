@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from dangerous_routes import NEVER_ALLOWED
 from netns import container_pid, openai_completion, run_in_netns
 from playbook_runner import ROOT, run_playbook
-from probes import LAB_ENGINES, podman
+from probes import LAB_ENGINES, lab_group_vars, podman
 
 pytestmark = pytest.mark.lab
 LAB = ROOT / ".lab"
@@ -294,8 +293,7 @@ def test_gw_rate_limit_is_per_key(gateway_url):
 
 
 def test_gw_body_limit_just_below_and_above_the_configured_size(gateway_url):
-    lab_vars = yaml.safe_load((ROOT / "inventories" / "lab" / "group_vars" / "gpu_hosts.yml").read_text())
-    limit = int(lab_vars["gateway_max_body_size"].removesuffix("k")) * 1024
+    limit = int(lab_group_vars("gpu_hosts")["gateway_max_body_size"].removesuffix("k")) * 1024
     assert limit != 1024 * 1024, "use a value other than nginx's default, or this proves nothing"
     common = {"method": "POST", "url": gateway_url("gpu2") + "/api/generate", "headers": headers_for("valid"),
               "verify": str(CA_BUNDLE), "pace": 0.1}  # fmt: skip

@@ -15,14 +15,13 @@ import subprocess
 import time
 
 import pytest
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from netns import run_in_netns
 from playbook_runner import ROOT
-from probes import LAB_ENGINES, podman, tcp_probe
+from probes import LAB_ENGINES, lab_group_vars, podman, tcp_probe
 
 pytestmark = pytest.mark.lab
 LAB = ROOT / ".lab"
@@ -288,8 +287,7 @@ def test_ls_05_an_idle_host_first_line_after_a_collector_restart_arrives_within_
     closed, which RELP finds broken only when the host sends again; the heartbeat is that next
     line, so the probe arrives within two heartbeats, and heartbeat lines (MARK) reach the store."""
     sender, host = "lg-gpu3", "gpu3"
-    lab_vars = yaml.safe_load((ROOT / "inventories" / "lab" / "group_vars" / "all.yml").read_text())
-    heartbeat = lab_vars["log_shipping_heartbeat_seconds"]
+    heartbeat = lab_group_vars("all")["log_shipping_heartbeat_seconds"]
     marks_before = len(stored("-- MARK --", host))
     collector_rsyslog("stop")
     collector_rsyslog("start")
