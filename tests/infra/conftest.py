@@ -18,6 +18,14 @@ ROOT = Path(__file__).resolve().parents[2]
 PODMAN_CONNECTIONS = {"podman", "containers.podman.podman"}
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "molecule_only: reconfigures its host or drives a slow behaviour the role has the same on every "
+        "host (a lockout, a ban's end); its role's Molecule scenario runs it, `make lab-test` leaves it out",
+    )
+
+
 def variables(testinfra_host) -> dict:
     backend = testinfra_host.backend
     return backend.ansible_runner.get_variables(backend.host) if backend.NAME == "ansible" else {}

@@ -130,6 +130,7 @@ def account(host):
         host.run(f"userdel --remove {name}")
 
 
+@pytest.mark.molecule_only
 def test_bl_acc_03_failed_passwords_lock_the_account_until_reset(host, account):
     deny = int(config_values(host.file("/etc/security/faillock.conf").content_string).get("deny", "3"))
     # The allowed path first, so the refusals below cannot come from a broken su or a wrong password.
@@ -154,6 +155,7 @@ def test_bl_acc_03_lockout_thresholds_and_root_spared(host, hostvars):
     assert ("even_deny_root" in settings) == bool(hostvars.get("baseline_accounts_faillock_deny_root", False))
 
 
+@pytest.mark.molecule_only
 def test_bl_acc_02_weak_password_refused_strong_accepted(host, account):
     for why, weak in WEAK.items():
         refused = passwd(host, account, account.password, weak)
@@ -173,6 +175,7 @@ def test_bl_acc_02_root_is_held_to_the_policy_too(host, account):
     assert strong.rc == 0, strong.stderr
 
 
+@pytest.mark.molecule_only
 def test_bl_acc_04_a_recent_password_cannot_come_back(host, account):
     assert passwd(host, account, account.password, STRONG_NEXT)["rc"] == 0
     back = passwd(host, account, STRONG_NEXT, account.password)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 
+import pytest
 from playbook_runner import PlaybookRun, run_playbook
 
 CONFIG = "/etc/aide/aide.conf"
@@ -17,6 +18,7 @@ DATABASE = "/var/lib/aide/aide.db"
 REPORTS = "/var/lib/localguard/aide"
 # Under /etc and managed by no role: a comment line changes nothing that reads it.
 PROBE = "/etc/host.conf"
+UPDATE_SCAN = "BL-AIDE-05 | Compare the host with the AIDE database after"
 
 
 def daily_check(host) -> str:
@@ -72,6 +74,7 @@ def test_bl_aide_03_daily_check_runs_by_timer_and_sees_every_file(host, hostenv)
     assert user == ("root" if hostenv["in_container"] else "_aide")
 
 
+@pytest.mark.molecule_only
 def test_bl_aide_03_04_05_a_changed_file_is_reported_then_taken_in(first_host, target):
     """The issue's case: a file under /etc changed by hand is in the daily check's report; the
     role's next run reports it before changing anything, keeps the report, and updates the
@@ -100,6 +103,7 @@ def test_bl_aide_03_04_05_a_changed_file_is_reported_then_taken_in(first_host, t
     assert "found NO differences" in daily_check(host)
 
 
+@pytest.mark.molecule_only
 def test_bl_aide_04_drift_fails_the_run_before_the_database_moves(first_host, target):
     host, hostvars = first_host
     original = host.file(PROBE).content_string
@@ -119,9 +123,12 @@ def test_bl_aide_04_drift_fails_the_run_before_the_database_moves(first_host, ta
     # Once reviewed, the operator takes the change in; the strict run then passes.
     accepted = take_in(target, hostvars, "-e", json.dumps({"baseline_aide_fail_on_drift": False}))
     assert accepted.rc == 0, accepted.failure_messages()
+    assert accepted.ran_on(UPDATE_SCAN) == [hostvars["inventory_hostname"]]
     clean = take_in(target, hostvars, *strict)
     assert clean.rc == 0, clean.failure_messages()
     assert clean.total("changed") == 0, clean.changed_tasks()
+    # Nothing under AIDE's paths changed since the database was written: its second scan is skipped.
+    assert clean.ran_on(UPDATE_SCAN) == []
 
 
 def test_bl_aide_04_05_reports_are_root_only(host):

@@ -45,6 +45,7 @@ def test_bl_nrs_02_upgrades_list_services_rather_than_restart_them(host, hostvar
     assert restart == modes[hostvars.get("baseline_needrestart_restart", "list")]
 
 
+@pytest.mark.molecule_only
 def test_bl_nrs_03_a_service_on_a_replaced_library_is_reported_and_left_running(first_host, target):
     host, hostvars = first_host
     library = f"{NRS_LIB_DIR}/libz.so.1"
@@ -64,6 +65,7 @@ def test_bl_nrs_03_a_service_on_a_replaced_library_is_reported_and_left_running(
         host.run(f"systemctl stop {NRS_UNIT}; rm -rf {NRS_LIB_DIR}")
 
 
+@pytest.mark.molecule_only
 def test_bl_debs_01_02_a_changed_package_file_is_found(first_host, target):
     host, hostvars = first_host
     assert host.package("debsums").is_installed
@@ -93,6 +95,7 @@ SECURITY_ENTRIES = {
 }
 
 
+@pytest.mark.molecule_only
 def test_bl_upg_05_apt_sources_must_name_a_security_suite(first_host, target):
     """Without a security suite the strict run fails and says why; with one, in either format
     of apt sources (deb822 .sources, one-line .list), it passes. The lab's image is offline and

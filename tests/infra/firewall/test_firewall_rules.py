@@ -84,6 +84,7 @@ def test_fw_06_no_rollback_left_armed(host):
     assert not host.service("localguard-firewall-rollback.timer").is_running
 
 
+@pytest.mark.molecule_only
 def test_fw_07_a_docker_socket_brings_the_published_ports_warning(host, hostvars, target):
     """FW-07 warns where Docker runs (its published ports bypass the input chain); not elsewhere."""
     playbook, inventory = target

@@ -205,6 +205,7 @@ def ban(host, client: Client, max_failures: int) -> None:
     assert wait_for(lambda: client.address in banned(host), 10), jail_status(host)
 
 
+@pytest.mark.molecule_only
 def test_gw_09_wrong_keys_get_the_address_dropped_on_the_gateway_ports_only(host, jail, client, clean_slate):
     """After gateway_ban_max_failures 401s the next connection to the gateway port gets no answer
     at all (drop: curl times out, where a reject would be refused at once); the gateway still
@@ -256,6 +257,7 @@ def test_gw_09_ban_rule_covers_every_gateway_port_and_drops(host, hostvars, jail
     assert ban_rule(hostvars, int(setting(hostvars, "gateway_port", 443))) in chain, chain
 
 
+@pytest.mark.molecule_only
 def test_gw_09_ban_ends_after_the_ban_time(host, jail, client, clean_slate):
     seconds = jail["bantime"]
     if seconds > 30:
@@ -351,6 +353,7 @@ def rules(host) -> list[str]:
     return [line.strip() for line in listed.splitlines() if "@" in line]
 
 
+@pytest.mark.molecule_only
 def test_gw_09_changes_reach_the_running_jail_and_the_toggle_removes_it(
     host, hostvars, gateway, jail, target, first_host
 ):

@@ -103,6 +103,7 @@ def test_bad_variable_fails_before_any_change(first_host, target, role, variable
     assert live_state(host) == before
 
 
+@pytest.mark.molecule_only
 def test_bl_ssh_04_refuses_a_policy_that_would_lock_the_login_account_out(first_host, target):
     """BL-SSH-04: an AllowGroups list without the login account, and the role told not to add it."""
     playbook, inventory = target
@@ -120,6 +121,7 @@ def test_bl_ssh_04_refuses_a_policy_that_would_lock_the_login_account_out(first_
     assert live_state(host) == before
 
 
+@pytest.mark.molecule_only
 def test_bl_lst_02_03_an_undeclared_listener_fails_the_check(first_host, target):
     """BL-LST-02 reads the listening sockets, BL-LST-03 fails on one nobody declared; with the
     listener gone the same run passes."""
