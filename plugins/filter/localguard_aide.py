@@ -11,13 +11,37 @@ _SPECIAL = set(".^$*+?()[]{}|\\")
 _QUANTIFIERS = set("*?{")
 
 
+def _has_top_level_alternative(pattern: str) -> bool:
+    """Whether `|` splits the whole expression (`/etc|/usr`), outside any group or bracket."""
+    depth, in_bracket, index = 0, False, 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            index += 2
+            continue
+        if in_bracket:
+            in_bracket = char != "]"
+        elif char == "[":
+            in_bracket = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            return True
+        index += 1
+    return False
+
+
 def path_prefix(pattern: str) -> str:
     """The literal start of an AIDE path expression: every path it selects begins with it.
 
     AIDE matches a selection line's expression from the start of a path, so `/usr/lib` also selects
     /usr/libexec; the prefix stops at the first regular-expression operator, and a quantifier takes
-    back the character it applies to.
+    back the character it applies to. An alternative of the whole expression has no common start.
     """
+    if _has_top_level_alternative(pattern):
+        return "/"
     prefix: list[str] = []
     index = 0
     while index < len(pattern):

@@ -22,6 +22,9 @@ from ansible_collections.localguard.hardening.plugins.filter.localguard_aide imp
         ("/srv/m[0-9]", "/srv/m"),
         (r"/data\d+", "/data"),
         ("(/a|/b)", "/"),
+        ("/etc|/usr/bin", "/"),
+        (r"/srv/(a|b)\|c", "/srv/"),
+        ("/srv/[|]x", "/srv/"),
     ],
 )
 def test_prefix_stops_at_the_first_operator(pattern, prefix):
@@ -35,6 +38,7 @@ def test_prefix_stops_at_the_first_operator(pattern, prefix):
         ("/opt/models?", "/opt/model"),
         (r"/data\d+", "/data7/f"),
         ("/var/log/.*", "/var/log/"),
+        ("/etc|/usr/bin", "/usr/bin/env"),
     ],
 )
 def test_every_path_the_expression_selects_starts_with_its_prefix(pattern, path):
