@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -31,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LAB_DIR = ROOT / ".lab"
 SSH_DIR = LAB_DIR / "ssh"
 INVENTORY = ROOT / "inventories" / "lab" / "hosts.yml"
+# ansible.cfg's fact_caching_connection: one JSON file per host.
+FACT_CACHE = ROOT / ".cache" / "facts"
 ADMIN_USER = "lgadmin"
 # A second admin that only the inventory's baseline_ssh_admin_users lets in (BL-SSH-06).
 BREAKGLASS_USER = "lgbreakglass"
@@ -145,6 +148,18 @@ def remove_stale(hosts: tuple[LabHost, ...] = ALL_HOSTS) -> None:
     if names:
         run("podman", "rm", "-f", "--time", "2", *names, check=False, capture=True)
     run("podman", "network", "rm", "-f", NETWORK, check=False, capture=True)
+
+
+def forget_facts(hosts: tuple[LabHost, ...] = ALL_HOSTS, cache: Path = FACT_CACHE) -> None:
+    """Drop the facts cached for this lab's hosts: they describe containers that no longer exist.
+    Only their files: a Molecule scenario running beside the lab keeps its hosts' facts in the same
+    directory, and Ansible stores a host's facts through a temporary file made in it, so removing
+    the directory under a running playbook kills it (rc 250)."""
+    names = {host.name for host in hosts}
+    for cached in cache.glob("*"):
+        # ansible-core 2.19 names the file s<schema version>_<inventory host name>.
+        if re.sub(r"^s\d+_", "", cached.name) in names:
+            cached.unlink(missing_ok=True)
 
 
 def create_network() -> None:
@@ -321,8 +336,7 @@ def up(gpu_hosts: int = DEFAULT_GPU_HOSTS) -> None:
         known.append(host_key_line(host))
     (SSH_DIR / "known_hosts").write_text("\n".join(known) + "\n")
     write_inventory(key, breakglass_key, hosts)
-    # Facts cached from an earlier lab describe hosts that no longer exist.
-    shutil.rmtree(ROOT / ".cache" / "facts", ignore_errors=True)
+    forget_facts()
     wait_engines(hosts)
     log(f"up: {', '.join(f'{h.name}={h.address}' for h in hosts)} (image {image})")
 
@@ -330,7 +344,7 @@ def up(gpu_hosts: int = DEFAULT_GPU_HOSTS) -> None:
 def down() -> None:
     remove_stale()
     INVENTORY.unlink(missing_ok=True)
-    shutil.rmtree(ROOT / ".cache" / "facts", ignore_errors=True)
+    forget_facts()
     log("down")
 
 

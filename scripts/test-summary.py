@@ -6,7 +6,8 @@ Every pytest run of `make test` (unit, each Molecule scenario's Testinfra verifi
 writes JUnit XML to one directory. Molecule's verifier only warns "no tests found" and passes
 when its directory matches nothing; here such a stage has no file, or a file with no tests, and
 the whole run fails. It runs even when a stage failed, so the end of a CI log (often the only
-part one gets to read) names what failed, whichever stage printed it minutes earlier.
+part one gets to read) names what failed, whichever stage printed it minutes earlier, and shows
+the end of the first failures' messages (a failed playbook's stderr, say).
 
 Usage: scripts/test-summary.py <junit-dir> <stage> [<stage> ...]
 """
@@ -20,6 +21,9 @@ from pathlib import Path
 COUNTS = ("tests", "failures", "errors", "skipped")
 # A failed stage names at most this many of its failed tests; the rest are counted.
 FAILED_SHOWN = 15
+# Of the first few, the last lines of the message too: often the only trace of the cause.
+DETAILED_SHOWN = 3
+DETAIL_LINES = 15
 
 
 def stage_counts(path: Path) -> dict[str, int]:
@@ -28,8 +32,9 @@ def stage_counts(path: Path) -> dict[str, int]:
     return {key: sum(int(suite.get(key, 0)) for suite in suites) for key in COUNTS}
 
 
-def failed_tests(path: Path) -> list[str]:
-    """`classname::name: first line of the message` for each failed or erroring test case."""
+def failed_tests(path: Path) -> list[tuple[str, list[str]]]:
+    """For each failed or erroring test case, `classname::name: first line of the message` and the
+    message's last DETAIL_LINES lines after the first."""
     failed = []
     for case in ET.parse(path).getroot().iter("testcase"):
         problem = case.find("failure")
@@ -39,7 +44,9 @@ def failed_tests(path: Path) -> list[str]:
             continue
         message = (problem.get("message") or problem.text or "").strip().splitlines()
         name = f"{case.get('classname', '')}::{case.get('name', '')}".lstrip(":")
-        failed.append(f"{name}: {message[0][:200] if message else problem.tag}")
+        headline = f"{name}: {message[0][:200] if message else problem.tag}"
+        detail = [line[:200] for line in message[1:] if line.strip()][-DETAIL_LINES:]
+        failed.append((headline, detail))
     return failed
 
 
@@ -61,7 +68,10 @@ def summarize(junit_dir: Path, stages: list[str]) -> tuple[list[str], list[str]]
         if ran == 0:
             problems.append(f"{stage}: ran no test")
         failed = failed_tests(path)
-        lines.extend(f"    FAILED {line}" for line in failed[:FAILED_SHOWN])
+        for shown, (headline, detail) in enumerate(failed[:FAILED_SHOWN]):
+            lines.append(f"    FAILED {headline}")
+            if shown < DETAILED_SHOWN:
+                lines.extend(f"        {line}" for line in detail)
         if len(failed) > FAILED_SHOWN:
             lines.append(f"    ... and {len(failed) - FAILED_SHOWN} more")
         if failed:
