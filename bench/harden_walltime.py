@@ -8,7 +8,9 @@ full work; the rerun finds nothing to change (its changed count is printed: it s
 
 Per-role times come from the JSON callback: each task's wall time, from its start to its last
 host's result, summed per role, as ansible.posix.profile_roles adds them up; what no role's task
-accounts for (fact gathering, the strategy between tasks) is listed apart. Prints the times and
+accounts for (fact gathering, the strategy between tasks) is listed apart. So do the module runs
+per host (each task or loop item that ran a module on the host, not skipped), which set the floor
+of a run's time. Prints the times and
 the ratios measured in this one run (rerun / first run; 20 vs 5 GPU hosts); it asserts nothing,
 since the numbers depend on the machine. Rebuilds the default lab at the end unless --keep-lab.
 Takes about half an hour on 2 cores; never run it beside other runs against the lab.
@@ -50,6 +52,7 @@ class Run:
     hosts: int
     changed: int
     roles: dict[str, float] = field(default_factory=dict)
+    module_runs: dict[str, int] = field(default_factory=dict)
 
 
 def lab_up(gpu_hosts: int | None) -> None:
@@ -80,6 +83,32 @@ def role_times(report: dict) -> dict[str, float]:
         role = name.split(" : ", 1)[0].rsplit(".", 1)[-1] if " : " in name else OUTSIDE_ROLES
         times[role] += (end - start).total_seconds()
     return dict(times)
+
+
+# Actions that run on the controller only: no module travels to the host.
+CONTROLLER_ACTIONS = {
+    f"{prefix}{name}"
+    for prefix in ("", "ansible.builtin.")
+    for name in ("debug", "set_fact", "assert", "fail", "include_vars", "meta", "add_host", "group_by")
+}
+
+
+def module_runs(report: dict) -> dict[str, int]:
+    """Per host: the tasks and loop items that ran a module there (not skipped)."""
+    counts: dict[str, int] = defaultdict(int)
+    for play in report["plays"]:
+        for task in play["tasks"]:
+            for host, result in task["hosts"].items():
+                if result.get("action") in CONTROLLER_ACTIONS or result.get("skipped"):
+                    continue
+                items = result.get("results")
+                counts[host] += sum(not item.get("skipped") for item in items) if items else 1
+    return dict(counts)
+
+
+def host_kind(name: str) -> str:
+    """gpu3 -> gpu: the lab's hosts of a kind are numbered."""
+    return name.rstrip("0123456789")
 
 
 def failures(report: dict) -> list[str]:
@@ -116,9 +145,13 @@ def harden(label: str, env: dict[str, str]) -> Run:
     stats = report["stats"]
     roles = role_times(report)
     roles[GAPS] = max(0.0, wall - sum(roles.values()))
-    run = Run(label, wall, len(stats), sum(s.get("changed", 0) for s in stats.values()), roles)
+    changed = sum(s.get("changed", 0) for s in stats.values())
+    run = Run(label, wall, len(stats), changed, roles, module_runs(report))
     print(
-        f"bench: {label}: {wall:.1f} s, {run.hosts} hosts, {run.changed} changed", file=sys.stderr, flush=True
+        f"bench: {label}: {wall:.1f} s, {run.hosts} hosts, {run.changed} changed,"
+        f" {sum(run.module_runs.values())} module runs",
+        file=sys.stderr,
+        flush=True,
     )
     return run
 
@@ -146,6 +179,20 @@ def print_report(sizes: list[int], runs: dict[tuple[int, str], Run]) -> None:
     print(f"{'':<{width}}  " + "  ".join(f"{f'{n} GPU {kind}':>19}" for n, kind in columns))
     for role in [*roles, OUTSIDE_ROLES, GAPS]:
         print(f"{role:<{width}}  " + "  ".join(f"{runs[c].roles.get(role, 0.0):>19.1f}" for c in columns))
+
+    print("\nModule runs per host (tasks and loop items that ran a module there)")
+    kinds_of_host = sorted({host_kind(host) for run in runs.values() for host in run.module_runs})
+    print(f"{'':<{width}}  " + "  ".join(f"{f'{n} GPU {kind}':>19}" for n, kind in columns))
+    for kind_of_host in kinds_of_host:
+        # The most any host of the kind ran: the GPU hosts differ only by their engine.
+        most = [
+            max((v for h, v in runs[c].module_runs.items() if host_kind(h) == kind_of_host), default=0)
+            for c in columns
+        ]
+        print(f"{kind_of_host + ' (most)':<{width}}  " + "  ".join(f"{v:>19}" for v in most))
+    print(
+        f"{'all hosts':<{width}}  " + "  ".join(f"{sum(runs[c].module_runs.values()):>19}" for c in columns)
+    )
 
     print("\nRatios (time)")
     ratios = [(f"rerun / first run, {n} GPU hosts", runs[n, RERUN].wall / runs[n, FIRST].wall) for n in sizes]

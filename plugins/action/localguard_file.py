@@ -20,7 +20,7 @@ TEMPLATE_OVERRIDES = {"trim_blocks": True, "lstrip_blocks": False, "newline_sequ
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("dest", *SOURCES, "owner", "group", "mode", "validate"))
+    _VALID_ARGS = frozenset(("dest", *SOURCES, "owner", "group", "mode", "validate", "directories"))
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}

@@ -21,11 +21,15 @@ description:
     renamed over O(dest), so a reader never sees half a file and a refused file never lands.
   - O(owner), O(group) and O(mode) are required, since a file written without them gets the run's
     account and umask.
+  - The directories the file goes into can be made in the same call (O(directories)), which saves
+    an M(ansible.builtin.file) call per directory.
+extends_documentation_fragment:
+  - localguard.hardening.localguard_directories
 options:
   dest:
     description:
-      - The file to write. Its directory must exist; a --check run reports the file as new when the
-        directory is still to be created.
+      - The file to write. Its directory must exist or be in O(directories); a --check run reports
+        the file as new when the directory is still to be created.
     type: path
     required: true
   template:
@@ -63,6 +67,7 @@ options:
     type: str
 notes:
   - Exactly one of O(template), O(src) and O(content).
+  - The task reports a change when a directory or the file changed.
   - Supports check mode and diff mode; files over 128 KiB or not UTF-8 are reported as changed
     without a diff. In check mode an owner or group that does not exist yet (an account an earlier
     task only predicted) reports the file as changed.
@@ -70,6 +75,16 @@ author: localguard contributors (!UNKNOWN)
 """
 
 EXAMPLES = r"""
+- name: BL-TIME-02 | Point systemd-timesyncd at the inventory's NTP servers, its drop-in directory first
+  localguard.hardening.localguard_file:
+    template: timesyncd-localguard.conf.j2
+    dest: /etc/systemd/timesyncd.conf.d/50-localguard.conf
+    owner: root
+    group: root
+    mode: "0644"
+    directories:
+      - {path: /etc/systemd/timesyncd.conf.d, owner: root, group: root, mode: "0755"}
+
 - name: FW-01 | Render the candidate ruleset, checked with nft -c
   localguard.hardening.localguard_file:
     template: localguard.nft.j2
@@ -102,6 +117,11 @@ attributes_changed:
   description: Whether mode, owner or group of an existing file were (or would be) changed.
   returned: always
   type: bool
+directories_changed:
+  description: The directories of O(directories) that were (or would be) created or given new attributes.
+  returned: always
+  type: list
+  elements: str
 """
 
 import base64
@@ -110,12 +130,16 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.localguard.hardening.plugins.module_utils.localguard_file import (
+    DIRECTORIES_SPEC,
     FileError,
     Wanted,
     diff_text,
+    directory_diffs,
+    ensure_directories,
     parse_mode,
     put,
     resolve,
+    wanted_directories,
 )
 
 
@@ -131,6 +155,7 @@ def main() -> None:
             "group": {"type": "str", "required": True},
             "mode": {"type": "raw", "required": True},
             "validate": {"type": "str"},
+            "directories": DIRECTORIES_SPEC,
         },
         mutually_exclusive=[("template", "src", "content", "payload")],
         required_one_of=[("template", "src", "content", "payload")],
@@ -153,27 +178,31 @@ def main() -> None:
 
     dest = Path(params["dest"])
     wanted_content = base64.b64decode(params["payload"])
+    entries = params["directories"] or []
     try:
+        made = ensure_directories(wanted_directories(entries, module.check_mode), module.check_mode)
         uid, gid = resolve(params["owner"], params["group"], module.check_mode)
         wanted = Wanted(wanted_content, parse_mode(params["mode"]), uid, gid)
         outcome = put(dest, wanted, module.check_mode, run_validate if validate else None)
     except (FileError, OSError) as exc:
         module.fail_json(msg=f"{dest}: {exc}")
     result = {
-        "changed": outcome.changed,
+        "changed": outcome.changed or bool(made),
         "dest": str(dest),
         "content_changed": outcome.content_changed,
         "attributes_changed": outcome.attributes_changed,
+        "directories_changed": [str(change.path) for change in made],
     }
-    if module._diff and outcome.content_changed:
+    if module._diff:
+        diffs = directory_diffs(made, entries)
         before, after = diff_text(outcome.before), diff_text(wanted_content)
-        if before is not None and after is not None:
-            result["diff"] = {
-                "before": before,
-                "after": after,
-                "before_header": str(dest),
-                "after_header": str(dest),
-            }
+        if outcome.content_changed and before is not None and after is not None:
+            diffs.append(
+                {"before": before, "after": after, "before_header": str(dest), "after_header": str(dest)}
+            )
+        if diffs:
+            # Ansible's callbacks show a list of diffs one after another.
+            result["diff"] = diffs[0] if len(diffs) == 1 else diffs
     module.exit_json(**result)
 
 

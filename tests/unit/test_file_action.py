@@ -95,3 +95,50 @@ def test_exactly_one_source(play) -> None:
     out, run = play
     (result,) = results(run([put(out / "app.conf", content="x", src="raw.txt")]))
     assert result["failed"] and "exactly one of template, src, content" in result["msg"]
+
+
+def test_the_files_directories_are_made_in_the_same_call(play) -> None:
+    out, run = play
+    conf_d = out / "conf.d"
+    task = put(
+        conf_d / "app.conf",
+        content="a = 1\n",
+        directories=[{"path": str(conf_d), "owner": "root", "group": "root", "mode": "0750"}],
+    )
+    checked = run([task], "--check", "--diff")
+    (result,) = results(checked)
+    assert result["changed"] and result["directories_changed"] == [str(conf_d)]
+    assert [diff["after_header"] for diff in result["diff"]] == [str(conf_d), str(conf_d / "app.conf")]
+    assert not conf_d.exists()
+    (made,) = results(run([task]))
+    assert made["changed"] and conf_d.stat().st_mode & 0o7777 == 0o750
+    assert (conf_d / "app.conf").read_text() == "a = 1\n"
+    (again,) = results(run([task]))
+    assert not again["changed"] and again["directories_changed"] == []
+
+
+def test_several_directories_in_one_call(play) -> None:
+    out, run = play
+    task = {
+        "localguard.hardening.localguard_directories": {
+            "directories": [
+                {"path": str(out / "lib"), "owner": "root", "group": "root", "mode": "0755"},
+                {"path": str(out / "lib" / "keys"), "owner": "root", "group": "root", "mode": "2750"},
+            ]
+        }
+    }
+    (checked,) = results(run([task], "--check", "--diff"))
+    assert checked["changed"] and [diff["before"]["state"] for diff in checked["diff"]] == [
+        "absent",
+        "absent",
+    ]
+    assert not (out / "lib").exists()
+    (made,) = results(run([task]))
+    assert made["directories_changed"] == [str(out / "lib"), str(out / "lib" / "keys")]
+    assert (out / "lib" / "keys").stat().st_mode & 0o7777 == 0o2750
+    (again,) = results(run([task]))
+    assert not again["changed"]
+    (refused,) = results(
+        run([{"localguard.hardening.localguard_directories": {"directories": [{"path": "/x"}]}}])
+    )
+    assert refused["failed"] and "missing required arguments" in refused["msg"]
